@@ -1,0 +1,10 @@
+"""GET /health: liveness of the proxy."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+async def health(request: web.Request) -> web.Response:
+    """Report that the proxy is up."""
+    return web.json_response({"status": "ok", "service": "proxy"})

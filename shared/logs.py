@@ -1,0 +1,36 @@
+"""Logging set-up shared by both processes: rotating file plus stderr."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import sys
+
+from shared.settings import Settings
+
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
+MAX_BYTES = 10 * 1024 * 1024
+BACKUPS = 5
+
+
+def setup_logging(settings: Settings, process: str) -> None:
+    """Send records to `LOG_DIR/<process>.log` (rotating) and stderr, once per process."""
+    root = logging.getLogger()
+    if getattr(root, "_nexusai_configured", None) == process:
+        return
+    for handler in list(root.handlers):
+        if getattr(handler, "_nexusai", False):
+            root.removeHandler(handler)
+            handler.close()
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    formatter = logging.Formatter(LOG_FORMAT)
+    file_handler = logging.handlers.RotatingFileHandler(
+        settings.log_dir / f"{process}.log", maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
+    )
+    stream_handler = logging.StreamHandler(sys.stderr)
+    for handler in (file_handler, stream_handler):
+        handler.setFormatter(formatter)
+        handler._nexusai = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    root._nexusai_configured = process  # type: ignore[attr-defined]

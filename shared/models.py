@@ -1,0 +1,184 @@
+"""Typed SQLAlchemy 2.0 models: the whole schema of NexusAI."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from shared.types import Money, Price, UTCDateTime
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+# SQLite only auto-increments INTEGER PRIMARY KEY, not BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    """Declarative base; Flask-SQLAlchemy uses it as `model_class`."""
+
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+Base.metadata.naming_convention = NAMING
+
+
+class Provider(Base):
+    """An upstream OpenAI-compatible server and the secret key to reach it."""
+
+    __tablename__ = "provider"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    server_url: Mapped[str] = mapped_column(String(500))
+    server_key: Mapped[str] = mapped_column(String(500), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    http_proxy: Mapped[str | None] = mapped_column(String(500), default=None)
+    timeout_s: Mapped[float] = mapped_column(Float, default=60.0)
+    # Higher priority is tried first; weight breaks ties between equal priorities.
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    weight: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    models: Mapped[list[ProviderModel]] = relationship(
+        back_populates="provider", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class ProviderModel(Base):
+    """A model a provider serves, with its prices."""
+
+    __tablename__ = "provider_model"
+    __table_args__ = (UniqueConstraint("provider_id", "model_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider_id: Mapped[int] = mapped_column(ForeignKey("provider.id", ondelete="CASCADE"), index=True)
+    model_name: Mapped[str] = mapped_column(String(200))
+    # None means "same as model_name".
+    upstream_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    description: Mapped[str] = mapped_column(Text, default="")
+    input_price: Mapped[Decimal | None] = mapped_column(Price, default=None)
+    output_price: Mapped[Decimal | None] = mapped_column(Price, default=None)
+    cached_input_price: Mapped[Decimal | None] = mapped_column(Price, default=None)
+    context_length: Mapped[int | None] = mapped_column(Integer, default=None)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    provider: Mapped[Provider] = relationship(back_populates="models")
+
+    @property
+    def effective_upstream_name(self) -> str:
+        """The name sent upstream."""
+        return self.upstream_name or self.model_name
+
+
+class ApiKey(Base):
+    """A client ("personalized") key; only its SHA-256 is stored."""
+
+    __tablename__ = "api_key"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_hint: Mapped[str] = mapped_column(String(32))
+    # Scope: empty lists mean "everything".
+    provider_ids: Mapped[list[Any]] = mapped_column(default=list)
+    models: Mapped[list[Any]] = mapped_column(default=list)
+    rpm: Mapped[int | None] = mapped_column(Integer, default=None)
+    tpm: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_concurrency: Mapped[int | None] = mapped_column(Integer, default=None)
+    token_quota: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    budget_usd: Mapped[Decimal | None] = mapped_column(Price, default=None)
+    quota_period: Mapped[str] = mapped_column(String(16), default="total")
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    archive_messages: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class UsageRecord(Base):
+    """One row per proxied request; key and provider ids survive their deletion."""
+
+    __tablename__ = "usage_record"
+    __table_args__ = (
+        Index("ix_usage_record_key_created", "key_id", "created_at"),
+        Index("ix_usage_record_provider_created", "provider_id", "created_at"),
+        Index("ix_usage_record_model_created", "model", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    key_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    provider_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    provider_name: Mapped[str | None] = mapped_column(String(100), default=None)
+    model: Mapped[str] = mapped_column(String(200))
+    upstream_model: Mapped[str | None] = mapped_column(String(200), default=None)
+    conversation_id: Mapped[str | None] = mapped_column(String(128), index=True, default=None)
+    transport: Mapped[str] = mapped_column(String(8), default="http")
+    stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    total_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    token_source: Mapped[str] = mapped_column(String(16), default="upstream")
+    cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    ttft_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    status_code: Mapped[int] = mapped_column(Integer)
+    error_type: Mapped[str | None] = mapped_column(String(64), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class AuditLog(Base):
+    """Who changed what, when; secret values are never stored."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    remote_addr: Mapped[str | None] = mapped_column(String(64), default=None)
+    action: Mapped[str] = mapped_column(String(32))
+    resource: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    changes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ConfigVersion(Base):
+    """A single row whose version is bumped by every admin change."""
+
+    __tablename__ = "config_version"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

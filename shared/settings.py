@@ -1,0 +1,150 @@
+"""The one frozen Settings object, read from the environment (and `.env`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed."""
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def _int(name: str, raw: str, minimum: int = 0) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def _path(raw: str, root: Path) -> Path:
+    path = Path(raw)
+    return path if path.is_absolute() else root / path
+
+
+def _database_url(raw: str, root: Path) -> str:
+    # SQLite URLs in the environment are relative to the project root, not the cwd.
+    prefix = "sqlite:///"
+    if raw.startswith(prefix) and not raw.startswith("sqlite:////"):
+        rest = raw[len(prefix):]
+        if rest and rest != ":memory:" and not rest.startswith(":"):
+            return prefix + str(root / rest)
+    if raw.startswith("postgresql://"):
+        # psycopg 3 is the driver we ship; plain postgresql:// would pick psycopg2.
+        return "postgresql+psycopg://" + raw[len("postgresql://"):]
+    if raw.startswith("postgres://"):
+        return "postgresql+psycopg://" + raw[len("postgres://"):]
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of NexusAI; build with `Settings.from_env()`, override with `replace()`."""
+
+    database_url: str
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8000
+    proxy_host: str = "0.0.0.0"
+    proxy_port: int = 5231
+    admin_token: str | None = None
+    archive_messages: bool = False
+    data_dir: Path = PROJECT_ROOT / "data"
+    log_dir: Path = PROJECT_ROOT / "logs"
+    messages_dir: Path = PROJECT_ROOT / "messages"
+    log_level: str = "INFO"
+    max_body_bytes: int = 10 * 1024 * 1024
+    config_poll_interval_s: float = 1.0
+    usage_flush_interval_s: float = 0.5
+    usage_batch_size: int = 500
+    upstream_max_attempts: int = 3
+    ws_max_message_bytes: int = 1024 * 1024
+    ws_max_concurrent_chats: int = 4
+    ws_auth_timeout_s: float = 10.0
+    default_reserve_tokens: int = 4096
+    admin_workers: int = 2
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, root: Path = PROJECT_ROOT
+    ) -> Settings:
+        """Read settings from `environ` (default: os.environ plus `root/.env`)."""
+        if environ is None:
+            env_file = root / ".env"
+            if env_file.is_file():
+                from dotenv import dotenv_values
+
+                # Real environment variables win over the file.
+                file_values = {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+                environ = {**file_values, **os.environ}
+            else:
+                environ = os.environ
+        env = environ
+
+        def get(name: str, default: str) -> str:
+            value = env.get(name)
+            return default if value is None or value == "" else value
+
+        data_dir = _path(get("DATA_DIR", "data"), root)
+        log_level = get("LOG_LEVEL", "INFO").upper()
+        if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise SettingsError(f"LOG_LEVEL must be DEBUG/INFO/WARNING/ERROR/CRITICAL, got {log_level!r}")
+        token = env.get("ADMIN_TOKEN") or None
+        return cls(
+            database_url=_database_url(get("DATABASE_URL", f"sqlite:///{data_dir / 'nexusai.db'}"), root),
+            admin_host=get("ADMIN_HOST", "127.0.0.1"),
+            admin_port=_int("ADMIN_PORT", get("ADMIN_PORT", "8000")),
+            proxy_host=get("PROXY_HOST", "0.0.0.0"),
+            proxy_port=_int("PROXY_PORT", get("PROXY_PORT", "5231")),
+            admin_token=token,
+            archive_messages=_bool("ARCHIVE_MESSAGES", get("ARCHIVE_MESSAGES", "0")),
+            data_dir=data_dir,
+            log_dir=_path(get("LOG_DIR", "logs"), root),
+            messages_dir=_path(get("MESSAGES_DIR", "messages"), root),
+            log_level=log_level,
+            max_body_bytes=_int("MAX_BODY_BYTES", get("MAX_BODY_BYTES", str(10 * 1024 * 1024)), 1),
+            config_poll_interval_s=_float("CONFIG_POLL_INTERVAL", get("CONFIG_POLL_INTERVAL", "1.0")),
+            upstream_max_attempts=_int("UPSTREAM_MAX_ATTEMPTS", get("UPSTREAM_MAX_ATTEMPTS", "3"), 1),
+            ws_max_message_bytes=_int("WS_MAX_MESSAGE_BYTES", get("WS_MAX_MESSAGE_BYTES", str(1024 * 1024)), 1),
+            ws_max_concurrent_chats=_int("WS_MAX_CONCURRENT_CHATS", get("WS_MAX_CONCURRENT_CHATS", "4"), 1),
+            default_reserve_tokens=_int("DEFAULT_RESERVE_TOKENS", get("DEFAULT_RESERVE_TOKENS", "4096"), 1),
+            admin_workers=_int("ADMIN_WORKERS", get("ADMIN_WORKERS", "2"), 1),
+        )
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """Return a copy with some fields replaced (tests use this)."""
+        return replace(self, **changes)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is SQLite."""
+        return self.database_url.startswith("sqlite")
