@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import logging.handlers
+import queue
 import sys
 
 from shared.settings import Settings
@@ -14,7 +16,11 @@ BACKUPS = 5
 
 
 def setup_logging(settings: Settings, process: str) -> None:
-    """Send records to `LOG_DIR/<process>.log` (rotating) and stderr, once per process."""
+    """Send records to `LOG_DIR/<process>.log` (rotating) and stderr, once per process.
+
+    The proxy logs through a queue drained by a thread, so an access line never
+    makes its event loop wait on a disk write.
+    """
     root = logging.getLogger()
     if getattr(root, "_nexusai_configured", None) == process:
         return
@@ -30,6 +36,15 @@ def setup_logging(settings: Settings, process: str) -> None:
     stream_handler = logging.StreamHandler(sys.stderr)
     for handler in (file_handler, stream_handler):
         handler.setFormatter(formatter)
+    if process == "proxy":
+        log_queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        listener = logging.handlers.QueueListener(log_queue, file_handler, stream_handler)
+        listener.start()
+        atexit.register(listener.stop)
+        front: list[logging.Handler] = [logging.handlers.QueueHandler(log_queue)]
+    else:
+        front = [file_handler, stream_handler]
+    for handler in front:
         handler._nexusai = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(settings.log_level)

