@@ -5,13 +5,19 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy_app.keys import SETTINGS
+from proxy_app.lifecycle import services_ctx
+from proxy_app.middlewares import auth_middleware, error_middleware
 from proxy_app.routes import setup_routes
 from shared.settings import Settings
 
 
 def build_app(settings: Settings) -> web.Application:
     """Assemble the proxy application."""
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[error_middleware, auth_middleware],
+    )
     app[SETTINGS] = settings
+    app.cleanup_ctx.append(services_ctx)
     setup_routes(app)
     return app

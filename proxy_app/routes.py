@@ -1,12 +1,18 @@
-"""The proxy's route table."""
+"""The proxy's route table, in one place."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from proxy_app.chat_http import chat_completions
 from proxy_app.health import health
+from proxy_app.models_list import list_models
 
 
 def setup_routes(app: web.Application) -> None:
     """Register every route of the proxy."""
     app.router.add_get("/health", health)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/models", list_models)

@@ -1,0 +1,41 @@
+"""Client-key extraction and lookup in the config snapshot."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime, timezone
+
+from proxy_app.config import KeyCfg, Snapshot
+from proxy_app.errors import ProxyError
+
+
+def extract_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
+    """The client key from `Authorization: Bearer`, `X-API-Key` or `?api_key=`."""
+    auth = headers.get("Authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    key = headers.get("X-API-Key") or query.get("api_key")
+    return key.strip() if key and key.strip() else None
+
+
+def authenticate(snapshot: Snapshot, raw_key: str | None, now: datetime | None = None) -> KeyCfg:
+    """The key's config, or a 401 that says why it was refused."""
+    if not raw_key:
+        raise ProxyError(
+            401,
+            "Missing API key. Send it as 'Authorization: Bearer <key>', 'X-API-Key' or '?api_key='.",
+            code="invalid_api_key",
+        )
+    key = snapshot.keys_by_hash.get(hashlib.sha256(raw_key.encode("utf-8")).hexdigest())
+    if key is None:
+        raise ProxyError(401, "Incorrect API key provided.", code="invalid_api_key")
+    if not key.enabled:
+        raise ProxyError(401, f"API key {key.hint} is disabled.", code="key_disabled")
+    if key.expires_at is not None and key.expires_at <= (now or datetime.now(timezone.utc)):
+        raise ProxyError(
+            401, f"API key {key.hint} expired at {key.expires_at.isoformat()}.", code="key_expired"
+        )
+    return key

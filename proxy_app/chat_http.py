@@ -1,0 +1,182 @@
+"""POST /v1/chat/completions over HTTP: JSON replies and SSE streams."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from proxy_app.errors import ProxyError, bad_request, upstream_timeout, upstream_unreachable
+from proxy_app.exchange import ChatCall, finish, finish_detached, prepare_call, proxy_error_status
+from proxy_app.keys import CLIENT_KEY, STATE
+from proxy_app.meter import Meter
+from proxy_app.sse import iter_events, parse_event
+from proxy_app.state import ProxyState
+from proxy_app.upstream import UpstreamReply, open_upstream
+
+CLIENT_CLOSED = 499
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+# Response headers of the upstream that are safe and useful to pass on.
+PASS_HEADERS = ("openai-processing-ms", "openai-version", "x-ratelimit-limit-requests")
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    """The request body as JSON; 413 when too large, 400 when not JSON."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ProxyError(413, f"Request body exceeds the limit of {limit} bytes.", code="request_too_large")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ProxyError(413, f"Request body exceeds the limit of {limit} bytes.", code="request_too_large") from None
+    if not raw:
+        raise bad_request("The request body is empty; send a JSON object.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
+
+
+def _ids(call: ChatCall) -> dict[str, str]:
+    return {"X-Request-Id": call.request_id, "X-Conversation-Id": call.conversation_id}
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """Forward one chat completion to the upstream and meter it."""
+    state = request.app[STATE]
+    body = await read_json(request, state.settings.max_body_bytes)
+    call = prepare_call(
+        state, request[CLIENT_KEY], body,
+        conversation_header=request.headers.get("X-Conversation-Id"), transport="http",
+    )
+    meter = Meter()
+    try:
+        reply = await open_upstream(
+            state.session, call.routes, call.body, call.stream, call.request_id,
+            state.settings.upstream_max_attempts,
+        )
+    except ProxyError as exc:
+        status, error_type = proxy_error_status(exc)
+        await finish(state, call, call.routes[0], meter, status, error_type, delivered_any=False)
+        return exc.response(_ids(call))
+    except asyncio.CancelledError:
+        finish_detached(state, call, call.routes[0], meter, CLIENT_CLOSED, "client_closed", delivered_any=False)
+        raise
+    response = reply.response
+    is_sse = response.content_type == "text/event-stream"
+    try:
+        if call.stream and response.status == 200 and is_sse:
+            return await _relay_stream(request, state, call, reply, meter)
+        return await _relay_json(state, call, reply, meter)
+    finally:
+        response.release()
+
+
+def _error_body(status: int, raw: bytes, provider: str) -> bytes:
+    """The upstream's error body if OpenAI-shaped, else one we shape around its text."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        return raw
+    message = raw.decode("utf-8", "replace").strip()[:1000] or f"Upstream provider '{provider}' answered {status}."
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
+        message = parsed["error"]
+    return orjson.dumps({"error": {"message": message, "type": "upstream_error", "param": None, "code": str(status)}})
+
+
+async def _relay_json(state: ProxyState, call: ChatCall, reply: UpstreamReply, meter: Meter) -> web.Response:
+    response = reply.response
+    route = reply.route
+    try:
+        raw = await response.read()
+    except asyncio.TimeoutError:
+        exc = upstream_timeout(f"Upstream provider '{route.provider.name}' timed out sending its reply.")
+        await finish(state, call, route, meter, exc.status, exc.code, delivered_any=False)
+        return exc.response(_ids(call))
+    except aiohttp.ClientError:
+        exc = upstream_unreachable(f"Upstream provider '{route.provider.name}' broke off its reply.")
+        await finish(state, call, route, meter, exc.status, exc.code, delivered_any=False)
+        return exc.response(_ids(call))
+    except asyncio.CancelledError:
+        finish_detached(state, call, route, meter, CLIENT_CLOSED, "client_closed", delivered_any=False)
+        raise
+    meter.ttft_ms = (time.perf_counter() - call.started) * 1000.0
+    status = response.status
+    if status >= 400:
+        body = _error_body(status, raw, route.provider.name)
+        outcome = await finish(state, call, route, meter, status, "upstream_error", delivered_any=False)
+    else:
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            meter.add_completion(parsed)
+        body = raw
+        outcome = await finish(state, call, route, meter, status)
+    headers = _ids(call)
+    headers["X-Request-Cost"] = str(outcome.cost_usd.normalize()) if outcome.cost_usd else "0"
+    for name in PASS_HEADERS:
+        if name in response.headers:
+            headers[name] = response.headers[name]
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+async def _relay_stream(
+    request: web.Request, state: ProxyState, call: ChatCall, reply: UpstreamReply, meter: Meter
+) -> web.StreamResponse:
+    upstream = reply.response
+    route = reply.route
+    out = web.StreamResponse(status=200, headers={**SSE_HEADERS, **_ids(call)})
+    delivered = False
+    try:
+        await out.prepare(request)
+        async for raw in iter_events(upstream.content.iter_any()):
+            obj = parse_event(raw)
+            if isinstance(obj, dict):
+                meter.take_usage(obj)
+                if not call.client_wants_usage and obj.get("usage"):
+                    choices = obj.get("choices")
+                    if not choices:
+                        continue  # the usage-only chunk we asked for; the client did not
+                    # Some upstreams attach usage to a content chunk: strip just that field.
+                    obj = {k: v for k, v in obj.items() if k != "usage"}
+                    raw = b"data: " + orjson.dumps(obj) + b"\n\n"
+            await out.write(raw)
+            if meter.ttft_ms is None:
+                meter.ttft_ms = (time.perf_counter() - call.started) * 1000.0
+            delivered = True
+            if isinstance(obj, dict):
+                meter.add_chunk(obj)
+        await out.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError) as exc:
+        # The client left: stop reading upstream (closing cancels that call) and bill what was sent.
+        upstream.close()
+        finish_detached(state, call, route, meter, CLIENT_CLOSED, "client_closed", delivered_any=delivered)
+        if isinstance(exc, asyncio.CancelledError):
+            raise
+        return out
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        failure = (
+            upstream_timeout(f"Upstream provider '{route.provider.name}' stalled mid-stream.")
+            if isinstance(exc, asyncio.TimeoutError)
+            else upstream_unreachable(f"Upstream provider '{route.provider.name}' broke off the stream.")
+        )
+        try:
+            await out.write(b"data: " + orjson.dumps({"error": failure.body()}) + b"\n\n")
+            await out.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        await finish(state, call, route, meter, failure.status, failure.code, delivered_any=delivered)
+        return out
+    await finish(state, call, route, meter, 200, delivered_any=delivered)
+    return out

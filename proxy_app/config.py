@@ -1,0 +1,202 @@
+"""The in-memory config snapshot (providers, models, keys) and its refresher.
+
+The request path reads only `ConfigStore.snapshot`; loading and polling the
+config version happen on a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from shared.db import read_config_version
+from shared.models import ApiKey, Provider, ProviderModel
+
+log = logging.getLogger("nexusai.proxy.config")
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCfg:
+    """What the proxy needs to reach one upstream."""
+
+    id: int
+    name: str
+    base_url: str
+    server_key: str
+    http_proxy: str | None
+    timeout_s: float
+    priority: int
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One provider serving one model."""
+
+    provider: ProviderCfg
+    model_id: int
+    model_name: str
+    upstream_name: str
+    input_price: Decimal | None
+    output_price: Decimal | None
+    created: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCfg:
+    """A client key as the proxy sees it."""
+
+    id: int
+    name: str
+    hint: str
+    provider_ids: frozenset[int]
+    models: frozenset[str]
+    enabled: bool
+    expires_at: datetime | None
+    archive_messages: bool | None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
+    token_quota: int | None = None
+    budget_usd: Decimal | None = None
+    quota_period: str = "total"
+
+    def allows(self, route: Route) -> bool:
+        """Whether this key's scope covers `route`."""
+        if self.provider_ids and route.provider.id not in self.provider_ids:
+            return False
+        if self.models and route.model_name not in self.models:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable view of the configuration at one config version."""
+
+    version: int = -1
+    keys_by_hash: dict[str, KeyCfg] = field(default_factory=dict)
+    routes_by_model: dict[str, tuple[Route, ...]] = field(default_factory=dict)
+    providers_by_name: dict[str, ProviderCfg] = field(default_factory=dict)
+
+
+def load_snapshot(engine: Engine) -> Snapshot:
+    """Read the whole routing configuration (blocking: call from a thread)."""
+    with Session(engine) as session:
+        version = read_config_version(session)
+        providers = session.scalars(select(Provider).where(Provider.enabled.is_(True))).all()
+        models = session.scalars(select(ProviderModel).where(ProviderModel.enabled.is_(True))).all()
+        keys = session.scalars(select(ApiKey)).all()
+
+        by_id: dict[int, ProviderCfg] = {}
+        for p in providers:
+            by_id[p.id] = ProviderCfg(
+                id=p.id,
+                name=p.name,
+                base_url=p.server_url.rstrip("/"),
+                server_key=p.server_key,
+                http_proxy=p.http_proxy or None,
+                timeout_s=float(p.timeout_s or 60.0),
+                priority=p.priority or 0,
+                weight=max(1, p.weight or 1),
+            )
+        routes: dict[str, list[Route]] = {}
+        for m in models:
+            provider = by_id.get(m.provider_id)
+            if provider is None:
+                continue
+            routes.setdefault(m.model_name, []).append(
+                Route(
+                    provider=provider,
+                    model_id=m.id,
+                    model_name=m.model_name,
+                    upstream_name=m.effective_upstream_name,
+                    input_price=m.input_price,
+                    output_price=m.output_price,
+                    created=int(m.created_at.timestamp()),
+                )
+            )
+        key_cfgs = {
+            k.key_hash: KeyCfg(
+                id=k.id,
+                name=k.name,
+                hint=k.key_hint,
+                provider_ids=frozenset(int(i) for i in (k.provider_ids or [])),
+                models=frozenset(str(n) for n in (k.models or [])),
+                enabled=k.enabled,
+                expires_at=k.expires_at,
+                archive_messages=k.archive_messages,
+                rpm=k.rpm,
+                tpm=k.tpm,
+                max_concurrency=k.max_concurrency,
+                token_quota=k.token_quota,
+                budget_usd=k.budget_usd,
+                quota_period=k.quota_period,
+            )
+            for k in keys
+        }
+    return Snapshot(
+        version=version,
+        keys_by_hash=key_cfgs,
+        routes_by_model={
+            name: tuple(sorted(rs, key=lambda r: (-r.provider.priority, r.provider.id)))
+            for name, rs in routes.items()
+        },
+        providers_by_name={p.name: p for p in by_id.values()},
+    )
+
+
+def read_version(engine: Engine) -> int:
+    """The admin's current config version (blocking: call from a thread)."""
+    with Session(engine) as session:
+        return read_config_version(session)
+
+
+class ConfigStore:
+    """Holds the current snapshot and refreshes it when the config version moves."""
+
+    def __init__(self, engine: Engine, poll_interval_s: float) -> None:
+        self.engine = engine
+        self.poll_interval_s = poll_interval_s
+        self.snapshot = Snapshot()
+        self._task: asyncio.Task[None] | None = None
+
+    async def load(self) -> None:
+        """Load the snapshot now, off the loop."""
+        loop = asyncio.get_running_loop()
+        self.snapshot = await loop.run_in_executor(None, load_snapshot, self.engine)
+        log.info("config loaded: version %d, %d keys, %d models",
+                 self.snapshot.version, len(self.snapshot.keys_by_hash), len(self.snapshot.routes_by_model))
+
+    async def start(self) -> None:
+        """Load once, then keep polling in the background."""
+        await self.load()
+        self._task = asyncio.create_task(self._poll(), name="config-poller")
+
+    async def stop(self) -> None:
+        """Stop polling."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _poll(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.poll_interval_s)
+            try:
+                version = await loop.run_in_executor(None, read_version, self.engine)
+                if version != self.snapshot.version:
+                    await self.load()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep serving the last good snapshot
+                log.error("config refresh failed, keeping version %d: %s", self.snapshot.version, exc)

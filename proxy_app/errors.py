@@ -1,0 +1,76 @@
+"""Every way a proxied call can fail, in OpenAI's error shape.
+
+    ProxyError                       {"error": {"message","type","param","code"}}
+    ├── 400 invalid_request_error    bad JSON, missing model/messages
+    ├── 401 invalid_api_key          missing/unknown key; key_disabled, key_expired
+    ├── 403 model_not_allowed        model outside the key's scope
+    ├── 404 model_not_found          no enabled provider serves the model
+    ├── 413 request_too_large        body over MAX_BODY_BYTES
+    ├── 429 rate limits and quotas   (key governance)
+    ├── 502 upstream_unreachable     connection to every candidate failed
+    └── 504 upstream_timeout         no answer within the provider's timeout
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+class ProxyError(Exception):
+    """An error answered to the client in OpenAI's shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        """The OpenAI error object."""
+        return error_object(self.message, self.type, self.code, self.param)
+
+    def response(self, extra_headers: Mapping[str, str] | None = None) -> web.Response:
+        """This error as an HTTP response."""
+        headers = {**self.headers, **(extra_headers or {})}
+        return web.Response(
+            status=self.status,
+            body=orjson.dumps({"error": self.body()}),
+            content_type="application/json",
+            headers=headers,
+        )
+
+
+def error_object(message: str, type: str, code: str | None, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error object."""
+    return {"message": message, "type": type, "param": param, "code": code}
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> ProxyError:
+    """400 invalid_request_error."""
+    return ProxyError(400, message, param=param, code=code)
+
+
+def upstream_unreachable(message: str) -> ProxyError:
+    """502: no candidate could be reached."""
+    return ProxyError(502, message, type="upstream_error", code="upstream_unreachable")
+
+
+def upstream_timeout(message: str) -> ProxyError:
+    """504: the upstream did not answer in time."""
+    return ProxyError(504, message, type="upstream_error", code="upstream_timeout")

@@ -1,0 +1,66 @@
+"""Start-up and shutdown of the proxy's services (aiohttp cleanup contexts)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from proxy_app.config import ConfigStore
+from proxy_app.keys import SETTINGS, STATE
+from proxy_app.state import ProxyState
+from shared.archive import ArchiveWriter
+from shared.db import make_engine
+from shared.tokens import TokenCounter
+from shared.usage_writer import UsageWriter
+
+log = logging.getLogger("nexusai.proxy")
+
+ENCODING_LOAD_TIMEOUT_S = 15.0
+DRAIN_TIMEOUT_S = 30.0
+
+
+async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Create the HTTP session, config store, writers and token counter; flush them on exit."""
+    settings = app[SETTINGS]
+    loop = asyncio.get_running_loop()
+    engine = make_engine(settings.database_url)
+    tokens = TokenCounter(settings.data_dir / "tiktoken")
+    try:
+        # May try the network for o200k: bounded, and off the loop.
+        await asyncio.wait_for(loop.run_in_executor(None, tokens.preload), ENCODING_LOAD_TIMEOUT_S)
+    except asyncio.TimeoutError:
+        log.warning("tiktoken encodings did not load within %.0f s; counting with the bundled cl100k",
+                    ENCODING_LOAD_TIMEOUT_S)
+    usage = UsageWriter(
+        engine,
+        flush_interval_s=settings.usage_flush_interval_s,
+        batch_size=settings.usage_batch_size,
+        spill_path=settings.data_dir / "usage_unwritten.jsonl",
+    )
+    archive = ArchiveWriter(settings.messages_dir)
+    config = ConfigStore(engine, settings.config_poll_interval_s)
+    await config.start()
+    usage.start()
+    archive.start()
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    session = aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False)
+    state = ProxyState(
+        settings=settings, config=config, session=session, usage=usage, archive=archive, tokens=tokens
+    )
+    app[STATE] = state
+    try:
+        yield
+    finally:
+        if state.background:
+            await asyncio.wait(set(state.background), timeout=DRAIN_TIMEOUT_S)
+        await config.stop()
+        await session.close()
+        # Joining the writer threads blocks; do it on a worker so the loop stays free.
+        await loop.run_in_executor(None, usage.stop, DRAIN_TIMEOUT_S)
+        await loop.run_in_executor(None, archive.stop)
+        engine.dispose()
+        log.info("proxy stopped: usage rows written this run: %d", usage.written)

@@ -1,0 +1,162 @@
+"""What one exchange delivered: reply pieces, upstream usage, timings.
+
+Fed chunk by chunk for streams or once for JSON replies; turned into token
+counts (upstream's figures when it sent them, tiktoken's otherwise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.tokens import TokenCounter
+
+
+@dataclass(slots=True)
+class ToolCallParts:
+    """A tool call being re-assembled from stream fragments."""
+
+    id: str | None = None
+    type: str | None = None
+    name: list[str] = field(default_factory=list)
+    arguments: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The assembled tool call in OpenAI's message shape."""
+        return {
+            "id": self.id,
+            "type": self.type or "function",
+            "function": {"name": "".join(self.name), "arguments": "".join(self.arguments)},
+        }
+
+
+@dataclass(slots=True)
+class Usage:
+    """Final token figures of one exchange."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    source: str  # "upstream" or "estimated"
+
+
+class Meter:
+    """Accumulates the reply of one exchange."""
+
+    __slots__ = ("content", "reasoning", "tool_calls", "finish_reason", "upstream_usage", "ttft_ms", "role")
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.reasoning: list[str] = []
+        self.tool_calls: dict[int, ToolCallParts] = {}
+        self.finish_reason: str | None = None
+        self.upstream_usage: dict[str, Any] | None = None
+        self.ttft_ms: float | None = None
+        self.role = "assistant"
+
+    def take_usage(self, obj: dict[str, Any]) -> None:
+        """Remember an upstream `usage` object if `obj` carries one."""
+        usage = obj.get("usage")
+        if isinstance(usage, dict) and usage:
+            self.upstream_usage = usage
+
+    def add_chunk(self, obj: dict[str, Any]) -> list[str]:
+        """Record a delivered stream chunk; returns its content pieces (for the WebSocket)."""
+        pieces: list[str] = []
+        choices = obj.get("choices")
+        if not isinstance(choices, list):
+            return pieces
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                text = delta.get("content")
+                if isinstance(text, str) and text:
+                    self.content.append(text)
+                    pieces.append(text)
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                if isinstance(reasoning, str) and reasoning:
+                    self.reasoning.append(reasoning)
+                calls = delta.get("tool_calls")
+                if isinstance(calls, list):
+                    self._add_tool_fragments(calls)
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+        return pieces
+
+    def _add_tool_fragments(self, calls: list[Any]) -> None:
+        for call in calls:
+            if not isinstance(call, dict):
+                continue
+            index = call.get("index", len(self.tool_calls))
+            parts = self.tool_calls.setdefault(index if isinstance(index, int) else 0, ToolCallParts())
+            if call.get("id"):
+                parts.id = call["id"]
+            if call.get("type"):
+                parts.type = call["type"]
+            function = call.get("function")
+            if isinstance(function, dict):
+                if isinstance(function.get("name"), str):
+                    parts.name.append(function["name"])
+                if isinstance(function.get("arguments"), str):
+                    parts.arguments.append(function["arguments"])
+
+    def add_completion(self, obj: dict[str, Any]) -> None:
+        """Record a whole (non-stream) chat completion."""
+        self.take_usage(obj)
+        choices = obj.get("choices")
+        if not isinstance(choices, list):
+            return
+        for n, choice in enumerate(choices):
+            if not isinstance(choice, dict):
+                continue
+            message = choice.get("message")
+            if isinstance(message, dict):
+                if isinstance(message.get("content"), str):
+                    self.content.append(message["content"])
+                reasoning = message.get("reasoning_content") or message.get("reasoning")
+                if isinstance(reasoning, str):
+                    self.reasoning.append(reasoning)
+                calls = message.get("tool_calls")
+                if isinstance(calls, list):
+                    for i, call in enumerate(calls):
+                        if isinstance(call, dict):
+                            self._add_tool_fragments([{**call, "index": n * 1000 + i}])
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+
+    def reply_text(self) -> str:
+        """The delivered reply content, re-assembled."""
+        return "".join(self.content)
+
+    def completion_text(self) -> str:
+        """Everything in the reply that the upstream bills as completion."""
+        parts = [self.reply_text(), "".join(self.reasoning)]
+        for call in self.tool_calls.values():
+            parts.append("".join(call.name))
+            parts.append("".join(call.arguments))
+        return "".join(parts)
+
+    def reply_message(self) -> dict[str, Any]:
+        """The reply as an assistant message (for the archive)."""
+        message: dict[str, Any] = {"role": self.role, "content": self.reply_text()}
+        if self.reasoning:
+            message["reasoning_content"] = "".join(self.reasoning)
+        if self.tool_calls:
+            message["tool_calls"] = [self.tool_calls[i].as_dict() for i in sorted(self.tool_calls)]
+        return message
+
+    def usage(self, counter: TokenCounter, messages: Any, model: str, delivered_any: bool = True) -> Usage:
+        """Upstream's usage when reported, else tiktoken's count of prompt and delivered reply."""
+        up = self.upstream_usage
+        if up is not None and isinstance(up.get("prompt_tokens"), int):
+            prompt = int(up.get("prompt_tokens") or 0)
+            completion = int(up.get("completion_tokens") or 0)
+            total = int(up.get("total_tokens") or prompt + completion)
+            return Usage(prompt, completion, total, "upstream")
+        if not delivered_any:
+            return Usage(0, 0, 0, "estimated")
+        prompt = counter.count_messages(messages, model)
+        completion = counter.count_text(self.completion_text(), model)
+        return Usage(prompt, completion, prompt + completion, "estimated")

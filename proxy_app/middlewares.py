@@ -1,0 +1,69 @@
+"""Error shaping and client-key auth for every proxy route."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from proxy_app.auth import authenticate, extract_key
+from proxy_app.errors import ProxyError
+from proxy_app.keys import CLIENT_KEY, STATE
+
+log = logging.getLogger("nexusai.proxy")
+access_log = logging.getLogger("nexusai.proxy.access")
+
+# Routes served without a client key (the WebSocket may authenticate in its first message).
+PUBLIC_PATHS = frozenset({"/health"})
+LATE_AUTH_PATHS = frozenset({"/ws/chat"})
+
+_HTTP_CODES = {
+    400: ("invalid_request_error", "bad_request"),
+    404: ("invalid_request_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "request_too_large"),
+}
+
+
+def _log_refusal(request: web.Request, status: int, code: str | None, started: float) -> None:
+    access_log.info(
+        "- http %s %s status=%d code=%s latency_ms=%.1f",
+        request.method, request.path, status, code, (time.perf_counter() - started) * 1000.0,
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into OpenAI's error shape; never an HTML page."""
+    started = time.perf_counter()
+    try:
+        return await handler(request)
+    except ProxyError as exc:
+        _log_refusal(request, exc.status, exc.code, started)
+        return exc.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        type_, code = _HTTP_CODES.get(exc.status, ("invalid_request_error", None))
+        message = exc.reason if exc.status != 404 else f"Unknown path {request.path}."
+        err = ProxyError(exc.status, message, type=type_, code=code)
+        _log_refusal(request, exc.status, code, started)
+        return err.response({k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return ProxyError(500, "Internal error in the gateway.", type="server_error", code="internal_error").response()
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Resolve the client key against the in-memory snapshot before any handler runs."""
+    path = request.path
+    if path in PUBLIC_PATHS:
+        return await handler(request)
+    raw = extract_key(request.headers, request.query)
+    if path in LATE_AUTH_PATHS and raw is None:
+        return await handler(request)
+    request[CLIENT_KEY] = authenticate(request.app[STATE].config.snapshot, raw)
+    return await handler(request)

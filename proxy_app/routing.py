@@ -1,0 +1,71 @@
+"""Choosing the upstream candidates for a requested model and key."""
+
+from __future__ import annotations
+
+import random
+
+from proxy_app.config import KeyCfg, Route, Snapshot
+from proxy_app.errors import ProxyError
+
+LISTED_MODELS = 5
+
+
+def allowed_models(snapshot: Snapshot, key: KeyCfg) -> list[Route]:
+    """The first (highest-priority) route of each model the key may use, by name."""
+    out: list[Route] = []
+    for name in sorted(snapshot.routes_by_model):
+        for route in snapshot.routes_by_model[name]:
+            if key.allows(route):
+                out.append(route)
+                break
+    return out
+
+
+def _explicit(snapshot: Snapshot, model: str) -> tuple[str, tuple[Route, ...]] | None:
+    provider_name, sep, rest = model.partition("/")
+    if not sep or provider_name not in snapshot.providers_by_name:
+        return None
+    routes = tuple(r for r in snapshot.routes_by_model.get(rest, ()) if r.provider.name == provider_name)
+    return (rest, routes) if routes else None
+
+
+def _order(routes: tuple[Route, ...]) -> list[Route]:
+    # Equal priorities share load by weight; higher priorities always go first.
+    if len(routes) < 2:
+        return list(routes)
+    ordered: list[Route] = []
+    i = 0
+    while i < len(routes):
+        j = i
+        while j < len(routes) and routes[j].provider.priority == routes[i].provider.priority:
+            j += 1
+        group = list(routes[i:j])
+        while len(group) > 1:
+            pick = random.choices(range(len(group)), weights=[r.provider.weight for r in group])[0]
+            ordered.append(group.pop(pick))
+        ordered.extend(group)
+        i = j
+    return ordered
+
+
+def resolve(snapshot: Snapshot, key: KeyCfg, model: str) -> list[Route]:
+    """Candidates in try order, or 404 (unknown model) / 403 (outside the key's scope)."""
+    explicit = _explicit(snapshot, model)
+    if explicit is not None:
+        _, routes = explicit
+    else:
+        routes = snapshot.routes_by_model.get(model, ())
+    if not routes:
+        names = [r.model_name for r in allowed_models(snapshot, key)[:LISTED_MODELS]]
+        hint = f" Models available to this key include: {', '.join(names)}." if names else ""
+        raise ProxyError(
+            404, f"The model '{model}' does not exist or is not enabled.{hint}",
+            code="model_not_found", param="model",
+        )
+    permitted = tuple(r for r in routes if key.allows(r))
+    if not permitted:
+        raise ProxyError(
+            403, f"This API key is not allowed to use the model '{model}'.",
+            type="permission_error", code="model_not_allowed", param="model",
+        )
+    return _order(permitted)

@@ -1,0 +1,28 @@
+"""The proxy's long-lived services, reachable from handlers through one app key."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from proxy_app.config import ConfigStore
+from shared.archive import ArchiveWriter
+from shared.settings import Settings
+from shared.tokens import TokenCounter
+from shared.usage_writer import UsageWriter
+
+
+@dataclass
+class ProxyState:
+    """Everything a request needs besides the request itself."""
+
+    settings: Settings
+    config: ConfigStore
+    session: aiohttp.ClientSession
+    usage: UsageWriter
+    archive: ArchiveWriter
+    tokens: TokenCounter
+    # Finalisations moved off a cancelled handler; awaited before the writers stop.
+    background: set[asyncio.Task[None]] = field(default_factory=set)

@@ -1,0 +1,92 @@
+"""Calling the upstream provider, with bounded failover across candidates."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import aiohttp
+import orjson
+
+from proxy_app.config import Route
+from proxy_app.errors import ProxyError, upstream_timeout, upstream_unreachable
+
+log = logging.getLogger("nexusai.proxy.upstream")
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(slots=True)
+class UpstreamReply:
+    """An upstream response whose headers have arrived; the body is still unread."""
+
+    route: Route
+    response: aiohttp.ClientResponse
+    attempts: int
+
+
+def _headers(route: Route, stream: bool) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream" if stream else "application/json"}
+    if route.provider.server_key:
+        headers["Authorization"] = f"Bearer {route.provider.server_key}"
+    return headers
+
+
+def _proxy_url(route: Route) -> str | None:
+    proxy = route.provider.http_proxy
+    if proxy and not proxy.startswith(("http://", "https://")):
+        raise aiohttp.InvalidURL(f"unsupported proxy scheme for provider {route.provider.name}")
+    return proxy
+
+
+async def open_upstream(
+    session: aiohttp.ClientSession,
+    routes: list[Route],
+    body: dict[str, object],
+    stream: bool,
+    request_id: str,
+    max_attempts: int,
+) -> UpstreamReply:
+    """POST the chat request to the first candidate that answers usefully.
+
+    A candidate is skipped when it cannot be reached, times out before its
+    headers, or answers 429/5xx; the last candidate's answer is returned as is.
+    """
+    candidates = routes[:max_attempts]
+    last_error: ProxyError | None = None
+    for attempt, route in enumerate(candidates, start=1):
+        is_last = attempt == len(candidates)
+        payload = orjson.dumps({**body, "model": route.upstream_name})
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=route.provider.timeout_s, sock_read=route.provider.timeout_s
+        )
+        try:
+            response = await session.post(
+                route.provider.base_url + "/chat/completions",
+                data=payload,
+                headers=_headers(route, stream),
+                proxy=_proxy_url(route),
+                timeout=timeout,
+            )
+        except asyncio.TimeoutError:
+            log.warning("request %s attempt %d: provider %s timed out", request_id, attempt, route.provider.name)
+            last_error = upstream_timeout(
+                f"Upstream provider '{route.provider.name}' did not answer within {route.provider.timeout_s:g} s."
+            )
+            continue
+        except aiohttp.ClientError as exc:
+            log.warning("request %s attempt %d: provider %s unreachable: %s",
+                        request_id, attempt, route.provider.name, type(exc).__name__)
+            last_error = upstream_unreachable(f"Upstream provider '{route.provider.name}' is unreachable.")
+            continue
+        if response.status in RETRY_STATUSES and not is_last:
+            log.warning("request %s attempt %d: provider %s answered %d, trying next",
+                        request_id, attempt, route.provider.name, response.status)
+            response.release()
+            continue
+        if attempt > 1:
+            log.info("request %s served by provider %s on attempt %d", request_id, route.provider.name, attempt)
+        return UpstreamReply(route=route, response=response, attempts=attempt)
+    assert last_error is not None
+    raise last_error

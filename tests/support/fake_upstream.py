@@ -1,0 +1,174 @@
+"""A fake OpenAI-compatible upstream, built with aiohttp, running on its own thread.
+
+Behaviour is chosen per upstream model name through `Scenario`s, so one fake
+server can play a healthy provider, a slow one, a failing one, and so on. It
+records every request it receives and counts requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+DEFAULT_REPLY = "Hello from the fake upstream, my friend."
+
+
+@dataclass
+class Scenario:
+    """How the fake answers one upstream model."""
+
+    reply: str = DEFAULT_REPLY
+    status: int = 200
+    error_body: Any = None  # JSON (dict) or text (str) for status >= 400
+    report_usage: bool = True
+    prompt_tokens: int = 17
+    completion_tokens: int | None = None  # default: number of chunks
+    delay_s: float = 0.0  # before the response headers
+    first_chunk_pause_s: float = 0.0  # after the first content chunk
+    chunk_delay_s: float = 0.0  # between the other chunks
+    usage_in_last_content_chunk: bool = False
+    break_after_chunks: int | None = None  # drop the connection mid-stream
+
+    def pieces(self) -> list[str]:
+        """The reply split into stream chunks (word by word, spaces kept)."""
+        words = self.reply.split(" ")
+        return [w if i == 0 else " " + w for i, w in enumerate(words)]
+
+
+@dataclass
+class Seen:
+    """One request the fake received."""
+
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeUpstream:
+    """Start with `start()`; `base_url` then ends in `/v1`."""
+
+    scenarios: dict[str, Scenario] = field(default_factory=dict)
+    default: Scenario = field(default_factory=Scenario)
+    requests: list[Seen] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    cancelled: int = 0
+    base_url: str = ""
+
+    def __post_init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fake-upstream", daemon=True)
+        self._runner: web.AppRunner | None = None
+        self._lock = threading.Lock()
+
+    def scenario(self, model: str) -> Scenario:
+        """The scenario for an upstream model name."""
+        return self.scenarios.get(model, self.default)
+
+    def start(self) -> FakeUpstream:
+        """Serve on 127.0.0.1 on a free port."""
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and end the thread."""
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def chat_requests(self) -> list[Seen]:
+        """The chat requests received so far."""
+        with self._lock:
+            return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self._runner = web.AppRunner(app, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        with self._lock:
+            self.requests.append(Seen(request.path, dict(request.headers), body))
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request, body)
+        except asyncio.CancelledError:
+            with self._lock:
+                self.cancelled += 1
+            raise
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    async def _answer(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        sc = self.scenario(body.get("model", ""))
+        if sc.delay_s:
+            await asyncio.sleep(sc.delay_s)
+        if sc.status >= 400:
+            if isinstance(sc.error_body, str):
+                return web.Response(status=sc.status, text=sc.error_body)
+            payload = sc.error_body or {"error": {"message": f"fake failure {sc.status}", "type": "server_error", "param": None, "code": None}}
+            return web.json_response(payload, status=sc.status)
+        pieces = sc.pieces()
+        completion = sc.completion_tokens if sc.completion_tokens is not None else len(pieces)
+        usage = {"prompt_tokens": sc.prompt_tokens, "completion_tokens": completion,
+                 "total_tokens": sc.prompt_tokens + completion}
+        created = int(time.time())
+        cid = "chatcmpl-fake"
+        if not body.get("stream"):
+            reply: dict[str, Any] = {
+                "id": cid, "object": "chat.completion", "created": created, "model": body.get("model"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": sc.reply},
+                             "finish_reason": "stop"}],
+            }
+            if sc.report_usage:
+                reply["usage"] = usage
+            return web.json_response(reply)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and sc.report_usage
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, with_usage: bool = False) -> bytes:
+            obj: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                                   "model": body.get("model"),
+                                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+            if with_usage:
+                obj["usage"] = usage
+            return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+        await resp.write(chunk({"role": "assistant", "content": ""}))
+        for i, piece in enumerate(pieces):
+            if sc.break_after_chunks is not None and i >= sc.break_after_chunks:
+                request.transport.close()  # type: ignore[union-attr]
+                return resp
+            await resp.write(chunk({"content": piece}))
+            if i == 0 and sc.first_chunk_pause_s:
+                await asyncio.sleep(sc.first_chunk_pause_s)
+            elif sc.chunk_delay_s:
+                await asyncio.sleep(sc.chunk_delay_s)
+        last_with_usage = include_usage and sc.usage_in_last_content_chunk
+        await resp.write(chunk({}, "stop", with_usage=last_with_usage))
+        if include_usage and not sc.usage_in_last_content_chunk:
+            obj = {"id": cid, "object": "chat.completion.chunk", "created": created,
+                   "model": body.get("model"), "choices": [], "usage": usage}
+            await resp.write(b"data: " + json.dumps(obj).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
