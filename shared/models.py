@@ -18,7 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry, relationship
 
 from shared.types import Money, Price, UTCDateTime
 
@@ -43,7 +43,9 @@ NAMING = {
 class Base(DeclarativeBase):
     """Declarative base; Flask-SQLAlchemy uses it as `model_class`."""
 
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+    # On the registry, not as a class attribute: Flask-SQLAlchemy copies Base's namespace
+    # (registry included) and SQLAlchemy 2.1 refuses a base with both.
+    registry = registry(type_annotation_map={datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON})
 
 
 Base.metadata.naming_convention = NAMING
