@@ -1,0 +1,59 @@
+"""The Flask admin app on :8000: providers, models, client keys, stats, audit.
+
+Imports `shared`, Flask and its extensions; never aiohttp, never `proxy_app`.
+Layout: one blueprint (`api.py`), one module per resource (`providers.py`,
+`provider_models.py`, `keys.py`, `stats.py`, `audit.py`, `health.py`,
+`openapi.py`), marshmallow schemas in `schemas/`, every error shaped by
+`errors.py`, auth in `auth.py`, the access log in `access_log.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from admin_app.extensions import db, migrate
+from shared.db import configure_sqlite, engine_options
+from shared.settings import Settings
+
+__all__ = ["create_app", "db", "migrate"]
+
+logger = logging.getLogger("nexusai.admin")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the admin application for `settings` (default: from the environment)."""
+    if settings is None:
+        settings = Settings.from_env()
+
+    app = Flask(__name__)
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        # hide_parameters keeps bound values (server keys, key hashes) out of DB error text.
+        SQLALCHEMY_ENGINE_OPTIONS={**engine_options(settings.database_url), "hide_parameters": True},
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        NEXUSAI_SETTINGS=settings,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    db.init_app(app)
+    migrate.init_app(app, db)
+    if settings.is_sqlite:
+        with app.app_context():
+            configure_sqlite(db.engine)
+
+    from admin_app import access_log, auth, errors
+    from admin_app import audit, health, keys, openapi, provider_models, providers, stats  # noqa: F401
+    from admin_app.api import bp
+
+    access_log.init_app(app)
+    auth.init_app(app, settings)
+    errors.init_app(app)
+    app.register_blueprint(bp)
+
+    if not settings.admin_token:
+        logger.warning(
+            "ADMIN_TOKEN is not set: the admin API is unauthenticated and must stay on loopback"
+        )
+    return app

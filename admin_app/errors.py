@@ -1,0 +1,160 @@
+"""Every admin error response, in one shape: `{"error": {message, type, code, details}}`.
+
+    ApiError                      raised by our code; status, type and code chosen here
+     ├─ ValidationFailed   400    invalid_request_error / validation_error (+ field details)
+     ├─ NotFound           404    not_found_error / not_found
+     └─ Conflict           409    conflict_error / duplicate_* or conflict
+    HTTPException (werkzeug)      404 unknown path, 405 wrong method, 413 body too large, ...
+    IntegrityError                409 conflict_error / conflict (a race past our checks; rolled back)
+    OperationalError              503 server_error / database_unavailable
+    Exception                     500 server_error / internal_error (logged without secrets)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from sqlalchemy.exc import IntegrityError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from admin_app.extensions import db
+
+logger = logging.getLogger("nexusai.admin")
+
+# Status -> error type for werkzeug's own exceptions.
+_HTTP_TYPES = {
+    400: ("invalid_request_error", "bad_request"),
+    401: ("authentication_error", "invalid_admin_token"),
+    404: ("not_found_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "request_too_large"),
+    415: ("invalid_request_error", "invalid_content_type"),
+}
+
+
+class ApiError(Exception):
+    """An error with a status and the fields of the error body."""
+
+    status = 400
+    type = "invalid_request_error"
+    code = "bad_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+class ValidationFailed(ApiError):
+    """400: the request body or query failed validation."""
+
+    code = "validation_error"
+
+
+class NotFound(ApiError):
+    """404: the id in the URL does not exist."""
+
+    status = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    """409: the change clashes with an existing row (duplicate name, key, ...)."""
+
+    status = 409
+    type = "conflict_error"
+    code = "conflict"
+
+
+class Unauthorized(ApiError):
+    """401: missing or wrong admin token."""
+
+    status = 401
+    type = "authentication_error"
+    code = "invalid_admin_token"
+
+
+def error_response(
+    status: int,
+    message: str,
+    type_: str,
+    code: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """Build a JSON error response in the admin error shape."""
+    body = {"error": {"message": message, "type": type_, "code": code, "details": details or {}}}
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _api_error(exc: ApiError) -> Response:
+    db.session.rollback()
+    return error_response(exc.status, exc.message, exc.type, exc.code, exc.details, exc.headers)
+
+
+def _http_error(exc: HTTPException) -> Response | HTTPException:
+    if exc.code is None or exc.code < 400:
+        return exc  # routing redirects are not errors
+    type_, code = _HTTP_TYPES.get(
+        exc.code, ("server_error" if exc.code >= 500 else "invalid_request_error", "http_error")
+    )
+    headers: dict[str, str] = {}
+    valid_methods = getattr(exc, "valid_methods", None)
+    if exc.code == 405 and valid_methods:
+        headers["Allow"] = ", ".join(valid_methods)
+    message = exc.description or exc.name
+    if exc.code == 404:
+        message = f"No such endpoint: {request.method} {request.path}"
+    elif exc.code == 405:
+        message = f"Method {request.method} is not allowed on {request.path}"
+    return error_response(exc.code, message, type_, code, None, headers)
+
+
+def _integrity_error(exc: IntegrityError) -> Response:
+    db.session.rollback()
+    logger.info("integrity conflict on %s %s: %s", request.method, request.path, type(exc.orig).__name__)
+    return error_response(
+        409, "The change conflicts with existing data (a concurrent change?)", "conflict_error", "conflict"
+    )
+
+
+def _operational_error(exc: OperationalError) -> Response:
+    db.session.rollback()
+    logger.error("database unavailable on %s %s: %s", request.method, request.path, type(exc.orig).__name__)
+    return error_response(503, "The database is unavailable", "server_error", "database_unavailable")
+
+
+def _unexpected_error(exc: Exception) -> Response:
+    db.session.rollback()
+    # exc_info gives the traceback; DB errors carry no bound values (hide_parameters).
+    logger.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.path, exc_info=exc)
+    return error_response(500, "Internal server error", "server_error", "internal_error")
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers that shape every error as JSON."""
+    app.register_error_handler(ApiError, _api_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(IntegrityError, _integrity_error)
+    app.register_error_handler(OperationalError, _operational_error)
+    app.register_error_handler(Exception, _unexpected_error)

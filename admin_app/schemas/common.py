@@ -1,0 +1,38 @@
+"""Schemas every resource shares: errors, deletions and pagination."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from admin_app.schemas.fields import INT32_MAX
+
+MAX_PAGE = 1000
+
+
+class ErrorBodySchema(Schema):
+    """The inside of every error response."""
+
+    message = fields.String(required=True)
+    type = fields.String(required=True)
+    code = fields.String(required=True)
+    details = fields.Dict(required=True, metadata={"description": "Field errors, keyed by field name."})
+
+
+class ErrorSchema(Schema):
+    """`{"error": {...}}`: the shape of every admin error."""
+
+    error = fields.Nested(ErrorBodySchema, required=True)
+
+
+class DeletedSchema(Schema):
+    """The answer to a DELETE."""
+
+    id = fields.Integer(required=True)
+    deleted = fields.Boolean(required=True)
+
+
+class PaginationQuerySchema(Schema):
+    """`?limit=&offset=` on list endpoints; no limit means everything."""
+
+    limit = fields.Integer(validate=validate.Range(min=1, max=MAX_PAGE), load_default=None)
+    offset = fields.Integer(validate=validate.Range(min=0, max=INT32_MAX), load_default=0)

@@ -1,0 +1,65 @@
+"""Provider model bodies and responses; prices are USD per 1M tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, fields, post_load, pre_load, validate
+
+from admin_app.schemas.common import PaginationQuerySchema
+from admin_app.schemas.fields import INT32_MAX, Name, StrictBoolean, StrictInteger, Usd
+
+MAX_PRICE_USD = 1_000_000
+
+
+class ProviderModelInSchema(Schema):
+    """POST body (PUT/PATCH take the same fields, all optional)."""
+
+    provider_id = StrictInteger(required=True, validate=validate.Range(min=1, max=INT32_MAX))
+    model_name = Name(max_length=200, required=True, metadata={"description": "What clients ask for."})
+    upstream_name = Name(
+        max_length=200, allow_none=True, metadata={"description": "Sent upstream; null means model_name."}
+    )
+    description = fields.String(allow_none=True, validate=validate.Length(max=10_000))
+    input_price = Usd(MAX_PRICE_USD, allow_none=True)
+    output_price = Usd(MAX_PRICE_USD, allow_none=True)
+    cached_input_price = Usd(MAX_PRICE_USD, allow_none=True)
+    context_length = StrictInteger(allow_none=True, validate=validate.Range(min=1, max=INT32_MAX))
+    enabled = StrictBoolean()
+
+    @pre_load
+    def _blank_upstream_is_none(self, data: Any, **kwargs: Any) -> Any:
+        value = data.get("upstream_name") if isinstance(data, dict) else None
+        if isinstance(value, str) and not value.strip():
+            return {**data, "upstream_name": None}
+        return data
+
+    @post_load
+    def _none_description_is_empty(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if "description" in data and data["description"] is None:
+            data["description"] = ""
+        return data
+
+
+class ProviderModelOutSchema(Schema):
+    """A provider model as every endpoint returns it."""
+
+    id = fields.Integer()
+    provider_id = fields.Integer()
+    provider_name = fields.String(attribute="provider.name")
+    model_name = fields.String()
+    upstream_name = fields.String(attribute="effective_upstream_name")
+    description = fields.String()
+    input_price = Usd(MAX_PRICE_USD, allow_none=True)
+    output_price = Usd(MAX_PRICE_USD, allow_none=True)
+    cached_input_price = Usd(MAX_PRICE_USD, allow_none=True)
+    context_length = fields.Integer(allow_none=True)
+    enabled = fields.Boolean()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class ProviderModelQuerySchema(PaginationQuerySchema):
+    """`GET /provider_models?provider_id=&limit=&offset=`."""
+
+    provider_id = fields.Integer(validate=validate.Range(min=1, max=INT32_MAX), load_default=None)

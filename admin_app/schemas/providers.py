@@ -1,0 +1,111 @@
+"""Provider bodies and responses; `server_key` is load-only, shown only as a hint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate
+
+from admin_app.schemas.fields import (
+    INT32_MAX,
+    HttpUrl,
+    Name,
+    StrictBoolean,
+    StrictFloat,
+    StrictInteger,
+    mask_url_password,
+)
+from admin_app.schemas.keys import ClientKey, KeySummarySchema
+from shared.models import Provider
+from shared.secrets import key_hint
+
+UPSTREAM_SCHEMES = frozenset({"http", "https"})
+PROXY_SCHEMES = frozenset({"http", "https", "socks4", "socks4a", "socks5", "socks5h"})
+MAX_TIMEOUT_S = 3600.0
+
+
+def _no_slash(value: str) -> None:
+    # Clients pick a provider explicitly with "provider_name/model".
+    if "/" in value:
+        raise ValidationError("Must not contain '/'.")
+
+
+class ProviderInSchema(Schema):
+    """POST body (PUT/PATCH take the same fields, all optional)."""
+
+    name = Name(max_length=100, required=True, validate=[_no_slash])
+    server_url = HttpUrl(
+        UPSTREAM_SCHEMES,
+        allow_credentials=False,
+        required=True,
+        metadata={"description": "Base URL, e.g. https://api.openai.com/v1"},
+    )
+    server_key = fields.String(
+        load_only=True, validate=validate.Length(max=500), metadata={"description": "Write-only."}
+    )
+    personalized_key = ClientKey(
+        load_only=True,
+        metadata={"description": "Becomes a client key scoped to this provider; write-only."},
+    )
+    description = fields.String(allow_none=True, validate=validate.Length(max=10_000))
+    enabled = StrictBoolean()
+    http_proxy = HttpUrl(PROXY_SCHEMES, allow_credentials=True, allow_none=True)
+    timeout_s = StrictFloat(validate=validate.Range(min=0, max=MAX_TIMEOUT_S, min_inclusive=False))
+    priority = StrictInteger(
+        validate=validate.Range(min=-INT32_MAX, max=INT32_MAX),
+        metadata={"description": "Higher is tried first."},
+    )
+    weight = StrictInteger(validate=validate.Range(min=1, max=INT32_MAX))
+
+    @pre_load
+    def _blank_proxy_is_none(self, data: Any, **kwargs: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("http_proxy"), str) and not data["http_proxy"].strip():
+            return {**data, "http_proxy": None}
+        return data
+
+    @post_load
+    def _none_description_is_empty(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if "description" in data and data["description"] is None:
+            data["description"] = ""
+        return data
+
+
+class ProviderOutSchema(Schema):
+    """A provider as every endpoint returns it (never the server key)."""
+
+    id = fields.Integer()
+    name = fields.String()
+    server_url = fields.String()
+    server_key_hint = fields.Method("_server_key_hint", metadata={"type": "string"})
+    description = fields.String()
+    enabled = fields.Boolean()
+    http_proxy = fields.Method(
+        "_http_proxy", metadata={"type": "string", "nullable": True, "description": "Password masked."}
+    )
+    timeout_s = fields.Float()
+    priority = fields.Integer()
+    weight = fields.Integer()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+    def _server_key_hint(self, provider: Provider) -> str:
+        return key_hint(provider.server_key)
+
+    def _http_proxy(self, provider: Provider) -> str | None:
+        return mask_url_password(provider.http_proxy)
+
+
+class ProviderWrittenSchema(ProviderOutSchema):
+    """POST/PUT/PATCH answer: the provider, plus the client key made from `personalized_key`."""
+
+    personalized_key = fields.Nested(KeySummarySchema, required=False)
+
+
+class ProviderDeletedSchema(Schema):
+    """DELETE answer: what went with the provider."""
+
+    id = fields.Integer()
+    deleted = fields.Boolean()
+    models_deleted = fields.Integer()
+    keys_descoped = fields.List(fields.Integer(), metadata={"description": "Keys that lost this provider."})
+    keys_disabled = fields.List(fields.Integer(), metadata={"description": "Keys disabled because their scope emptied."})
