@@ -95,10 +95,7 @@ def make_gateway(settings: Settings, upstream: FakeUpstream, engine: Engine) -> 
 
     yield build
     for proxy in started:
-        try:
-            proxy.stop()
-        except RuntimeError:
-            pass  # already stopped by the test
+        proxy.stop()
 
 
 @pytest.fixture

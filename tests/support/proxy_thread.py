@@ -40,7 +40,9 @@ class ProxyThread:
         self.url = f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:
-        """Graceful shutdown: finish requests, flush writers, end the thread."""
+        """Graceful shutdown: finish requests, flush writers, end the thread (idempotent)."""
+        if self._loop.is_closed():
+            return
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(60)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
