@@ -10,7 +10,14 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from proxy_app.errors import ProxyError, bad_request, upstream_timeout, upstream_unreachable
+from proxy_app.errors import (
+    ProxyError,
+    bad_request,
+    stream_failure,
+    upstream_error_body,
+    upstream_timeout,
+    upstream_unreachable,
+)
 from proxy_app.exchange import ChatCall, finish, finish_detached, prepare_call, proxy_error_status
 from proxy_app.keys import CLIENT_KEY, STATE
 from proxy_app.meter import Meter
@@ -79,20 +86,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         response.release()
 
 
-def _error_body(status: int, raw: bytes, provider: str) -> bytes:
-    """The upstream's error body if OpenAI-shaped, else one we shape around its text."""
-    try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        parsed = None
-    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-        return raw
-    message = raw.decode("utf-8", "replace").strip()[:1000] or f"Upstream provider '{provider}' answered {status}."
-    if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
-        message = parsed["error"]
-    return orjson.dumps({"error": {"message": message, "type": "upstream_error", "param": None, "code": str(status)}})
-
-
 async def _relay_json(state: ProxyState, call: ChatCall, reply: UpstreamReply, meter: Meter) -> web.Response:
     response = reply.response
     route = reply.route
@@ -112,7 +105,7 @@ async def _relay_json(state: ProxyState, call: ChatCall, reply: UpstreamReply, m
     meter.ttft_ms = (time.perf_counter() - call.started) * 1000.0
     status = response.status
     if status >= 400:
-        body = _error_body(status, raw, route.provider.name)
+        body = upstream_error_body(status, raw, route.provider.name)
         outcome = await finish(state, call, route, meter, status, "upstream_error", delivered_any=False)
     else:
         try:
@@ -166,11 +159,7 @@ async def _relay_stream(
             raise
         return out
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        failure = (
-            upstream_timeout(f"Upstream provider '{route.provider.name}' stalled mid-stream.")
-            if isinstance(exc, asyncio.TimeoutError)
-            else upstream_unreachable(f"Upstream provider '{route.provider.name}' broke off the stream.")
-        )
+        failure = stream_failure(exc, route.provider.name)
         try:
             await out.write(b"data: " + orjson.dumps({"error": failure.body()}) + b"\n\n")
             await out.write_eof()

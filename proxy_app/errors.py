@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,6 +67,20 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return ProxyError(400, message, param=param, code=code)
 
 
+def upstream_error_body(status: int, raw: bytes, provider: str) -> bytes:
+    """The upstream's error body if OpenAI-shaped, else one we shape around its text."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+        return raw
+    message = raw.decode("utf-8", "replace").strip()[:1000] or f"Upstream provider '{provider}' answered {status}."
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
+        message = parsed["error"]
+    return orjson.dumps({"error": {"message": message, "type": "upstream_error", "param": None, "code": str(status)}})
+
+
 def upstream_unreachable(message: str) -> ProxyError:
     """502: no candidate could be reached."""
     return ProxyError(502, message, type="upstream_error", code="upstream_unreachable")
@@ -74,3 +89,10 @@ def upstream_unreachable(message: str) -> ProxyError:
 def upstream_timeout(message: str) -> ProxyError:
     """504: the upstream did not answer in time."""
     return ProxyError(504, message, type="upstream_error", code="upstream_timeout")
+
+
+def stream_failure(exc: BaseException, provider: str) -> ProxyError:
+    """504 when the upstream stalled mid-stream (a read timeout), else 502: it broke off."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return upstream_timeout(f"Upstream provider '{provider}' stalled mid-stream.")
+    return upstream_unreachable(f"Upstream provider '{provider}' broke off the stream.")
