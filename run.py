@@ -1,0 +1,406 @@
+"""Start NexusAI.
+
+    python run.py          # admin + proxy, each a supervised child process
+    python run.py admin    # only the admin API (gunicorn)
+    python run.py proxy    # only the proxy (aiohttp)
+
+Settings come from the environment (and `.env`), see `shared/settings.py`.
+Migrations are applied before anything listens. Each server prints
+`NexusAI <name> listening on <url> (pid <pid>)` on stdout once it is bound.
+SIGINT/SIGTERM stop everything gracefully.
+
+Exit codes: 0 clean stop; 1 a server died or could not start; 2 refused to
+start (bad setting, admin exposed without ADMIN_TOKEN, port already in use).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from shared.settings import Settings, SettingsError
+
+ROOT = Path(__file__).resolve().parent
+MODES = ("all", "admin", "proxy")
+# Set by the supervisor in its children: the supervisor's pid. A child with it
+# skips migrations (already applied) and dies with its parent.
+SUPERVISOR_ENV = "NEXUSAI_SUPERVISOR_PID"
+SHUTDOWN_TIMEOUT_S = 10.0  # per server: in-flight requests get this long to finish
+STOP_TIMEOUT_S = 20.0  # supervisor: after this, SIGKILL
+POLL_INTERVAL_S = 0.2
+GUNICORN_EXIT_REASONS = {3: "a gunicorn worker failed to boot", 4: "the admin app failed to load"}
+
+log = logging.getLogger("nexusai.run")
+
+
+class StartupError(Exception):
+    """A reason to refuse to start: printed as one line, exit code 2."""
+
+
+# --- checks -----------------------------------------------------------------
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` only accepts connections from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_admin_exposure(settings: Settings) -> None:
+    """Refuse an admin bound beyond loopback without ADMIN_TOKEN."""
+    if settings.admin_token is None and not is_loopback(settings.admin_host):
+        raise StartupError(
+            f"ADMIN_HOST={settings.admin_host} is not a loopback address and ADMIN_TOKEN is not set; "
+            "set ADMIN_TOKEN or bind the admin to 127.0.0.1"
+        )
+
+
+def bind_listener(name: str, host: str, port: int) -> socket.socket:
+    """A TCP socket bound (not yet listening) to host:port, or a StartupError saying why not."""
+    where = format_hostport(host, port)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise StartupError(f"{name}: cannot listen on {where}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        reason = (exc.strerror or str(exc)).lower()
+        raise StartupError(f"{name}: cannot listen on {where}: {reason}") from None
+    return sock
+
+
+def check_ports_free(targets: Sequence[tuple[str, str, int]]) -> None:
+    """Fail fast with one clear line if any (name, host, port) cannot be bound."""
+    held: list[socket.socket] = []
+    try:
+        for name, host, port in targets:
+            held.append(bind_listener(name, host, port))
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def format_hostport(host: str, port: int) -> str:
+    """`host:port`, bracketing IPv6 literals."""
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def announce(name: str, url: str) -> None:
+    """Tell the operator (stdout) and the log where a server listens."""
+    print(f"NexusAI {name} listening on {url} (pid {os.getpid()})", flush=True)
+    log.info("%s listening on %s (pid %d)", name, url, os.getpid())
+
+
+def warn_if_unauthenticated(settings: Settings) -> None:
+    """Say loudly that the admin API has no token."""
+    if settings.admin_token is None:
+        log.warning(
+            "ADMIN_TOKEN is not set: the admin API is unauthenticated and bound to loopback (%s) only",
+            format_hostport(settings.admin_host, settings.admin_port),
+        )
+
+
+def migrate(settings: Settings) -> None:
+    """Bring the database schema to the newest revision."""
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # import-time noise
+    from sqlalchemy.engine import make_url
+
+    from shared.migrate import upgrade_database
+
+    log.info("applying migrations to %s", make_url(settings.database_url).render_as_string(hide_password=True))
+    upgrade_database(settings.database_url)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Get SIGTERM when the parent dies (Linux prctl); exit now if it already has."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:
+        sys.exit(1)
+
+
+# --- admin: gunicorn --------------------------------------------------------
+
+
+def serve_admin(settings: Settings) -> int:
+    """Run the admin app under gunicorn until a signal stops it."""
+    from gunicorn.app.base import BaseApplication
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.glogging import Logger as GunicornLogger
+
+    class RoutedLogger(GunicornLogger):
+        """Gunicorn's own logs, propagated into our handlers (logs/admin.log, stderr)."""
+
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            for logger in (self.error_log, self.access_log):
+                for handler in list(logger.handlers):
+                    logger.removeHandler(handler)
+                logger.propagate = True
+            # Propagation skips the root's level, so honour LOG_LEVEL here.
+            self.access_log.setLevel(max(logging.INFO, logging.getLogger().level))
+
+    class GracefulArbiter(Arbiter):  # type: ignore[misc]
+        """SIGINT stops gracefully too (gunicorn's default is an abrupt stop)."""
+
+        def handle_int(self) -> None:
+            raise StopIteration
+
+    def when_ready(server: Any) -> None:
+        for listener in server.LISTENERS:
+            announce("admin", str(listener))
+
+    def post_fork(server: Any, worker: Any) -> None:
+        # Workers must not outlive an arbiter that was killed outright.
+        die_with_parent(server.pid)
+
+    def post_worker_init(worker: Any) -> None:
+        # A Ctrl-C in a terminal reaches the workers too: finish the request first.
+        signal.signal(signal.SIGINT, worker.handle_exit)
+        signal.siginterrupt(signal.SIGINT, False)
+
+    class AdminServer(BaseApplication):  # type: ignore[misc]
+        """Gunicorn application that builds the admin app from our Settings."""
+
+        def load_config(self) -> None:
+            options = {
+                "bind": [format_hostport(settings.admin_host, settings.admin_port)],
+                "workers": settings.admin_workers,
+                "worker_class": "sync",
+                "timeout": 30,
+                "graceful_timeout": int(SHUTDOWN_TIMEOUT_S),
+                "proc_name": "nexusai-admin",
+                "logger_class": RoutedLogger,
+                "loglevel": settings.log_level.lower(),
+                "accesslog": None,  # admin_app writes its own access line (no query strings)
+                "control_socket_disable": True,
+                "when_ready": when_ready,
+                "post_fork": post_fork,
+                "post_worker_init": post_worker_init,
+            }
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            from admin_app import create_app
+
+            return create_app(settings)
+
+        def run(self) -> None:
+            GracefulArbiter(self).run()
+
+    try:
+        AdminServer().run()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except RuntimeError as exc:
+        log.error("admin: %s", exc)
+        return 1
+    return 0
+
+
+# --- proxy: aiohttp ---------------------------------------------------------
+
+
+def serve_proxy(settings: Settings) -> int:
+    """Run the proxy on aiohttp's runner until SIGINT/SIGTERM (graceful shutdown)."""
+    import asyncio
+
+    from aiohttp import web
+
+    from proxy_app import create_app
+
+    sock = bind_listener("proxy", settings.proxy_host, settings.proxy_port)
+    port = sock.getsockname()[1]
+    url = f"http://{format_hostport(settings.proxy_host, port)}"
+    try:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    web.run_app(
+        create_app(settings),
+        sock=sock,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        print=lambda _banner: announce("proxy", url),
+        loop=loop,
+    )
+    log.info("proxy stopped")
+    return 0
+
+
+# --- supervisor -------------------------------------------------------------
+
+
+def describe_exit(name: str, code: int) -> str:
+    """Human words for a child's return code."""
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    reason = f"exit code {code}"
+    if name == "admin" and code in GUNICORN_EXIT_REASONS:
+        reason += f": {GUNICORN_EXIT_REASONS[code]}"
+    elif code == 2:
+        reason += ": refused to start (see the message above)"
+    return reason
+
+
+def spawn(name: str) -> subprocess.Popen[bytes]:
+    """Start `run.py <name>` as a child in its own process group."""
+    env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
+    # Own process group: a terminal's Ctrl-C reaches only us, and we stop the
+    # children gracefully with SIGTERM instead of each reacting on its own.
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), name],
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        process_group=0,
+    )
+
+
+def stop_children(children: dict[str, subprocess.Popen[bytes]], signals_seen: list[int]) -> bool:
+    """SIGTERM every live child, wait (bounded), SIGKILL stragglers; True when all stopped cleanly."""
+    clean = True
+    for name, proc in children.items():
+        if proc.poll() is None:
+            log.info("stopping %s (pid %d)", name, proc.pid)
+            proc.send_signal(signal.SIGTERM)
+    first_signals = len(signals_seen)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while any(p.poll() is None for p in children.values()):
+        # A second Ctrl-C means "now".
+        if time.monotonic() >= deadline or len(signals_seen) > first_signals:
+            for name, proc in children.items():
+                if proc.poll() is None:
+                    log.error("%s (pid %d) did not stop in time: killing it", name, proc.pid)
+                    proc.kill()
+                    proc.wait()
+                    clean = False
+            break
+        time.sleep(POLL_INTERVAL_S)
+    for name, proc in children.items():
+        code = proc.returncode
+        if code not in (0, -signal.SIGTERM):
+            log.error("%s (pid %d) stopped badly: %s", name, proc.pid, describe_exit(name, code))
+            clean = False
+    return clean
+
+
+def supervise(names: Sequence[str]) -> int:
+    """Run each named server as a child; stop all when signalled or when one dies."""
+    signals_seen: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        signals_seen.append(signum)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    for name in names:
+        children[name] = spawn(name)
+        log.info("started %s (pid %d)", name, children[name].pid)
+    while True:
+        if signals_seen:
+            log.info("received %s: stopping %s", signal.Signals(signals_seen[0]).name, ", ".join(names))
+            clean = stop_children(children, signals_seen)
+            log.info("stopped %s", "cleanly" if clean else "with errors")
+            return 0 if clean else 1
+        for name, proc in children.items():
+            code = proc.poll()
+            if code is not None:
+                others = {n: p for n, p in children.items() if n != name}
+                log.error(
+                    "%s (pid %d) stopped unexpectedly: %s; stopping %s",
+                    name,
+                    proc.pid,
+                    describe_exit(name, code),
+                    ", ".join(others) or "nothing else",
+                )
+                stop_children(others, signals_seen)
+                return 1
+        time.sleep(POLL_INTERVAL_S)
+
+
+# --- entry point ------------------------------------------------------------
+
+
+def main(argv: Sequence[str]) -> int:
+    """Parse the mode, check the configuration, migrate, and run."""
+    mode = argv[0] if argv else "all"
+    if mode in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    if mode not in MODES or len(argv) > 1:
+        print(f"usage: python run.py [{'|'.join(MODES[1:])}]", file=sys.stderr)
+        return 2
+    supervisor_pid = int(os.environ.get(SUPERVISOR_ENV, "0") or 0)
+    if supervisor_pid and mode != "all":
+        die_with_parent(supervisor_pid)
+
+    try:
+        settings = Settings.from_env()
+        if mode in ("all", "admin"):
+            check_admin_exposure(settings)
+        targets = []
+        if mode in ("all", "admin"):
+            targets.append(("admin", settings.admin_host, settings.admin_port))
+        if mode in ("all", "proxy"):
+            targets.append(("proxy", settings.proxy_host, settings.proxy_port))
+        check_ports_free(targets)  # before migrating; the servers bind for real later
+    except (SettingsError, StartupError) as exc:
+        print(f"run.py: refusing to start: {exc}", file=sys.stderr)
+        return 2
+
+    from shared.logs import setup_logging
+
+    setup_logging(settings, "run" if mode == "all" else mode)
+    if not supervisor_pid:
+        if mode in ("all", "admin"):
+            warn_if_unauthenticated(settings)
+        try:
+            migrate(settings)
+        except Exception as exc:  # any failure here means we must not serve
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            log.error("cannot apply migrations: %s: %s", type(exc).__name__, first_line)
+            return 1
+
+    if mode == "all":
+        return supervise(("admin", "proxy"))
+    try:
+        return serve_admin(settings) if mode == "admin" else serve_proxy(settings)
+    except StartupError as exc:
+        print(f"run.py: refusing to start: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
