@@ -36,7 +36,7 @@ MODES = ("all", "admin", "proxy")
 # skips migrations (already applied) and dies with its parent.
 SUPERVISOR_ENV = "NEXUSAI_SUPERVISOR_PID"
 SHUTDOWN_TIMEOUT_S = 10.0  # per server: in-flight requests get this long to finish
-STOP_TIMEOUT_S = 20.0  # supervisor: after this, SIGKILL
+STOP_TIMEOUT_S = 40.0  # supervisor: then SIGKILL; covers requests (10 s) plus the usage flush
 POLL_INTERVAL_S = 0.2
 GUNICORN_EXIT_REASONS = {3: "a gunicorn worker failed to boot", 4: "the admin app failed to load"}
 
