@@ -18,7 +18,7 @@ from proxy_app.errors import (
     upstream_timeout,
     upstream_unreachable,
 )
-from proxy_app.exchange import ChatCall, finish, finish_detached, prepare_call, proxy_error_status
+from proxy_app.exchange import ChatCall, finish, finish_detached, prepare_call, proxy_error_status, release
 from proxy_app.keys import CLIENT_KEY, STATE
 from proxy_app.meter import Meter
 from proxy_app.sse import iter_events, parse_event
@@ -52,7 +52,10 @@ async def read_json(request: web.Request, limit: int) -> Any:
 
 
 def _ids(call: ChatCall) -> dict[str, str]:
-    return {"X-Request-Id": call.request_id, "X-Conversation-Id": call.conversation_id}
+    headers = {"X-Request-Id": call.request_id, "X-Conversation-Id": call.conversation_id}
+    if call.limit_headers:
+        headers.update(call.limit_headers)
+    return headers
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -63,6 +66,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         state, request[CLIENT_KEY], body,
         conversation_header=request.headers.get("X-Conversation-Id"), transport="http",
     )
+    try:
+        return await _forward(request, state, call)
+    finally:
+        release(state, call)
+
+
+async def _forward(request: web.Request, state: ProxyState, call: ChatCall) -> web.StreamResponse:
     meter = Meter()
     try:
         reply = await open_upstream(

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 
 from sqlalchemy import Engine, select
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from shared.db import read_config_version
 from shared.models import ApiKey, Provider, ProviderModel
+from shared.periods import consumption
 
 log = logging.getLogger("nexusai.proxy.config")
 
@@ -84,6 +86,8 @@ class Snapshot:
     keys_by_hash: dict[str, KeyCfg] = field(default_factory=dict)
     routes_by_model: dict[str, tuple[Route, ...]] = field(default_factory=dict)
     providers_by_name: dict[str, ProviderCfg] = field(default_factory=dict)
+    # Quota-limited keys: (period, tokens, usd) used so far in the current period.
+    consumption: dict[int, tuple[str, int, Decimal]] = field(default_factory=dict)
 
 
 def load_snapshot(engine: Engine) -> Snapshot:
@@ -141,6 +145,10 @@ def load_snapshot(engine: Engine) -> Snapshot:
             )
             for k in keys
         }
+        periods = {
+            k.id: k.quota_period for k in keys if k.token_quota or k.budget_usd is not None
+        }
+        used = consumption(session, periods, datetime.now(timezone.utc)) if periods else {}
     return Snapshot(
         version=version,
         keys_by_hash=key_cfgs,
@@ -149,6 +157,7 @@ def load_snapshot(engine: Engine) -> Snapshot:
             for name, rs in routes.items()
         },
         providers_by_name={p.name: p for p in by_id.values()},
+        consumption={kid: (periods[kid], tokens, usd) for kid, (tokens, usd) in used.items()},
     )
 
 
@@ -161,16 +170,22 @@ def read_version(engine: Engine) -> int:
 class ConfigStore:
     """Holds the current snapshot and refreshes it when the config version moves."""
 
-    def __init__(self, engine: Engine, poll_interval_s: float) -> None:
+    def __init__(
+        self, engine: Engine, poll_interval_s: float,
+        on_load: Callable[[Snapshot], None] | None = None,
+    ) -> None:
         self.engine = engine
         self.poll_interval_s = poll_interval_s
         self.snapshot = Snapshot()
+        self.on_load = on_load
         self._task: asyncio.Task[None] | None = None
 
     async def load(self) -> None:
         """Load the snapshot now, off the loop."""
         loop = asyncio.get_running_loop()
         self.snapshot = await loop.run_in_executor(None, load_snapshot, self.engine)
+        if self.on_load is not None:
+            self.on_load(self.snapshot)
         log.info("config loaded: version %d, %d keys, %d models",
                  self.snapshot.version, len(self.snapshot.keys_by_hash), len(self.snapshot.routes_by_model))
 

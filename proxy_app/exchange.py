@@ -16,10 +16,11 @@ from typing import Any
 
 from proxy_app.config import KeyCfg, Route
 from proxy_app.errors import ProxyError, bad_request
+from proxy_app.limits import Ticket, is_limited, needs_reservation
 from proxy_app.meter import Meter, Usage
 from proxy_app.routing import resolve
 from proxy_app.state import ProxyState
-from shared.pricing import request_cost
+from shared.pricing import ZERO, request_cost
 from shared.tokens import messages_char_size
 
 access_log = logging.getLogger("nexusai.proxy.access")
@@ -54,6 +55,8 @@ class ChatCall:
     transport: str
     started: float
     created_at: datetime
+    ticket: Ticket | None = None
+    limit_headers: dict[str, str] | None = None
 
 
 def validate_body(body: Any) -> None:
@@ -107,7 +110,7 @@ def prepare_call(
         wants_usage = bool(options and options.get("include_usage"))
         # Ask for usage so streamed requests are never recorded as free.
         body["stream_options"] = {**(options or {}), "include_usage": True}
-    return ChatCall(
+    call = ChatCall(
         request_id=new_request_id(),
         conversation_id=conversation_id,
         key=key,
@@ -120,6 +123,24 @@ def prepare_call(
         started=started,
         created_at=datetime.now(timezone.utc),
     )
+    if is_limited(key):
+        tokens, usd = _reservation(state, key, body, routes) if needs_reservation(key) else (0, ZERO)
+        call.ticket, call.limit_headers = state.limiter.admit(key, tokens, usd)
+    return call
+
+
+def _reservation(state: ProxyState, key: KeyCfg, body: dict[str, Any], routes: list[Route]) -> tuple[int, Any]:
+    """Tokens and USD to hold while the request runs: prompt plus the most it may generate."""
+    messages = body.get("messages")
+    size = messages_char_size(messages)
+    # A huge prompt is estimated from its length rather than tokenised on the loop.
+    prompt = size // 3 + 1 if size > OFFLOAD_COUNT_CHARS else state.tokens.count_messages(messages, routes[0].upstream_name)
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    completion = limit if isinstance(limit, int) and limit > 0 else state.settings.default_reserve_tokens
+    usd = max(
+        (request_cost(prompt, completion, r.input_price, r.output_price) for r in routes), default=ZERO
+    )
+    return prompt + completion, usd
 
 
 @dataclass(slots=True)
@@ -161,6 +182,8 @@ def _record(
         "error_type": error_type,
         "created_at": call.created_at,
     })
+    if call.ticket is not None:
+        state.limiter.settle(call.ticket, usage.total_tokens, cost)
     archive = call.key.archive_messages if call.key.archive_messages is not None else state.settings.archive_messages
     if archive:
         state.archive.submit({
@@ -219,11 +242,19 @@ def finish_detached(
     status: int, error_type: str | None = None, delivered_any: bool = True,
 ) -> None:
     """Record from a cancelled handler: the work runs in its own task, awaited at shutdown."""
+    if call.ticket is not None:
+        call.ticket.detached = True
     task = asyncio.get_running_loop().create_task(
         finish(state, call, route, meter, status, error_type, delivered_any)
     )
     state.background.add(task)
     task.add_done_callback(state.background.discard)
+
+
+def release(state: ProxyState, call: ChatCall) -> None:
+    """Free the call's hold on its key's limits if nothing settled it (idempotent)."""
+    if call.ticket is not None:
+        state.limiter.release(call.ticket)
 
 
 def proxy_error_status(exc: ProxyError) -> tuple[int, str | None]:

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from proxy_app.config import ConfigStore
 from proxy_app.keys import SETTINGS, STATE
+from proxy_app.limits import Limiter
 from proxy_app.state import ProxyState
 from shared.archive import ArchiveWriter
 from shared.db import make_engine
@@ -42,14 +43,17 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         spill_path=settings.data_dir / "usage_unwritten.jsonl",
     )
     archive = ArchiveWriter(settings.messages_dir)
-    config = ConfigStore(engine, settings.config_poll_interval_s)
+    limiter = Limiter()
+    # Quota consumption so far this period comes with each snapshot, so a restart does not reset it.
+    config = ConfigStore(engine, settings.config_poll_interval_s, on_load=lambda snap: limiter.seed(snap.consumption))
     await config.start()
     usage.start()
     archive.start()
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
     session = aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False)
     state = ProxyState(
-        settings=settings, config=config, session=session, usage=usage, archive=archive, tokens=tokens
+        settings=settings, config=config, session=session, usage=usage, archive=archive, tokens=tokens,
+        limiter=limiter,
     )
     app[STATE] = state
     try:

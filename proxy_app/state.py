@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from proxy_app.config import ConfigStore
+from proxy_app.limits import Limiter
 from shared.archive import ArchiveWriter
 from shared.settings import Settings
 from shared.tokens import TokenCounter
@@ -24,5 +25,6 @@ class ProxyState:
     usage: UsageWriter
     archive: ArchiveWriter
     tokens: TokenCounter
+    limiter: Limiter
     # Finalisations moved off a cancelled handler; awaited before the writers stop.
     background: set[asyncio.Task[None]] = field(default_factory=set)

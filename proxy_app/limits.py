@@ -1,0 +1,211 @@
+"""Per-key governance in memory: rpm, tpm, concurrency, token quota and budget.
+
+Every check is O(1) amortised and touches no database. Windows slide (a
+deque of admission times), so no boundary lets twice the limit through.
+Requests in flight hold a reservation (prompt + max_tokens) that is settled
+to the real figures when they end, so concurrent requests cannot overshoot
+a token limit by more than one reservation. Consumption of quotas for the
+current period is seeded from the usage records at start-up.
+
+One process enforces its own counts: several proxy processes each allow the
+full limit until a shared store is added.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from proxy_app.config import KeyCfg
+from proxy_app.errors import ProxyError
+from shared.periods import period_bounds
+
+WINDOW_S = 60.0
+ZERO_USD = Decimal(0)
+
+
+@dataclass(slots=True)
+class Ticket:
+    """One admitted request's hold on its key's limits."""
+
+    key_id: int
+    reserved_tokens: int
+    reserved_usd: Decimal
+    settled: bool = False
+    detached: bool = False  # its usage will be settled by a background finish
+
+
+class KeyState:
+    """Live counters of one key."""
+
+    __slots__ = (
+        "admitted", "tokens", "window_tokens", "reserved_tokens", "reserved_usd",
+        "in_flight", "period", "period_end", "used_tokens", "used_usd",
+    )
+
+    def __init__(self) -> None:
+        self.admitted: deque[float] = deque()
+        self.tokens: deque[tuple[float, int]] = deque()
+        self.window_tokens = 0
+        self.reserved_tokens = 0
+        self.reserved_usd = ZERO_USD
+        self.in_flight = 0
+        self.period = ""
+        self.period_end = math.inf
+        self.used_tokens = 0
+        self.used_usd = ZERO_USD
+
+    def slide(self, now: float) -> None:
+        """Drop what left the one-minute window."""
+        horizon = now - WINDOW_S
+        admitted = self.admitted
+        while admitted and admitted[0] <= horizon:
+            admitted.popleft()
+        tokens = self.tokens
+        while tokens and tokens[0][0] <= horizon:
+            self.window_tokens -= tokens.popleft()[1]
+
+
+def _duration(seconds: float) -> str:
+    # OpenAI's reset headers use Go-style durations ("6m0s", "1.5s", "20ms").
+    if seconds < 1:
+        return f"{max(0, int(seconds * 1000))}ms"
+    minutes, secs = divmod(seconds, 60)
+    return f"{int(minutes)}m{secs:.0f}s" if minutes else f"{secs:.3g}s"
+
+
+def is_limited(key: KeyCfg) -> bool:
+    """Whether any governance applies to the key."""
+    return bool(key.rpm or key.tpm or key.max_concurrency or key.token_quota or key.budget_usd is not None)
+
+
+def needs_reservation(key: KeyCfg) -> bool:
+    """Whether admission needs a token estimate for this key."""
+    return bool(key.tpm or key.token_quota or key.budget_usd is not None)
+
+
+class Limiter:
+    """Admits or refuses requests per key, and settles them when they end."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._states: dict[int, KeyState] = {}
+        self._seed: dict[int, tuple[str, int, Decimal]] = {}
+
+    def seed(self, consumption: Mapping[int, tuple[str, int, Decimal]]) -> None:
+        """Start-up consumption per key: (period, tokens, usd) of the current period."""
+        self._seed.update(consumption)
+
+    def state(self, key: KeyCfg) -> KeyState:
+        """The live state of a key, with its quota period rolled forward if it ended."""
+        st = self._states.get(key.id)
+        now = self.clock()
+        if st is None:
+            st = self._states[key.id] = KeyState()
+            seeded = self._seed.pop(key.id, None)
+            if seeded is not None and seeded[0] == key.quota_period:
+                st.used_tokens, st.used_usd = seeded[1], seeded[2]
+            self._new_period(st, key.quota_period, now)
+        elif st.period != key.quota_period or now >= st.period_end:
+            # The period rolled over (or the admin switched it): count afresh.
+            st.used_tokens, st.used_usd = 0, ZERO_USD
+            self._new_period(st, key.quota_period, now)
+        return st
+
+    @staticmethod
+    def _new_period(st: KeyState, period: str, now: float) -> None:
+        _, end = period_bounds(period, datetime.fromtimestamp(now, timezone.utc))
+        st.period = period
+        st.period_end = end.timestamp() if end is not None else math.inf
+
+    def admit(self, key: KeyCfg, reserve_tokens: int, reserve_usd: Decimal) -> tuple[Ticket, dict[str, str]]:
+        """Admit one request or raise a 429 naming the limit; returns the ticket and limit headers."""
+        st = self.state(key)
+        now = self.clock()
+        st.slide(now)
+        if key.max_concurrency and st.in_flight >= key.max_concurrency:
+            raise _refusal(
+                f"Concurrency limit reached: this key allows {key.max_concurrency} requests at once.",
+                "concurrency_limit_exceeded", 1,
+            )
+        if key.rpm and len(st.admitted) >= key.rpm:
+            wait = st.admitted[0] + WINDOW_S - now
+            raise _refusal(f"Rate limit reached: this key allows {key.rpm} requests per minute.",
+                           "rate_limit_exceeded", wait)
+        if key.tpm and st.window_tokens + st.reserved_tokens >= key.tpm:
+            wait = (st.tokens[0][0] + WINDOW_S - now) if st.tokens else 1.0
+            raise _refusal(f"Rate limit reached: this key allows {key.tpm} tokens per minute.",
+                           "rate_limit_exceeded", wait)
+        if key.token_quota and st.used_tokens + st.reserved_tokens >= key.token_quota:
+            raise _refusal(
+                f"Token quota exhausted: this key allows {key.token_quota} tokens ({key.quota_period}).",
+                "insufficient_quota", st.period_end - now, type_="insufficient_quota",
+            )
+        if key.budget_usd is not None and st.used_usd + st.reserved_usd >= key.budget_usd:
+            raise _refusal(
+                f"Budget exhausted: this key allows {key.budget_usd.normalize()} USD ({key.quota_period}).",
+                "insufficient_quota", st.period_end - now, type_="insufficient_quota",
+            )
+        st.in_flight += 1
+        st.admitted.append(now)
+        st.reserved_tokens += reserve_tokens
+        st.reserved_usd += reserve_usd
+        return Ticket(key.id, reserve_tokens, reserve_usd), self._headers(key, st, now)
+
+    def _headers(self, key: KeyCfg, st: KeyState, now: float) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if key.rpm:
+            remaining = max(0, key.rpm - len(st.admitted))
+            reset = st.admitted[0] + WINDOW_S - now if st.admitted else 0.0
+            headers["x-ratelimit-limit-requests"] = str(key.rpm)
+            headers["x-ratelimit-remaining-requests"] = str(remaining)
+            headers["x-ratelimit-reset-requests"] = _duration(reset)
+            headers["X-RateLimit-Limit"] = str(key.rpm)
+            headers["X-RateLimit-Remaining"] = str(remaining)
+            headers["X-RateLimit-Reset"] = str(math.ceil(reset))
+        if key.tpm:
+            remaining = max(0, key.tpm - st.window_tokens - st.reserved_tokens)
+            reset = st.tokens[0][0] + WINDOW_S - now if st.tokens else 0.0
+            headers["x-ratelimit-limit-tokens"] = str(key.tpm)
+            headers["x-ratelimit-remaining-tokens"] = str(remaining)
+            headers["x-ratelimit-reset-tokens"] = _duration(reset)
+            if not key.rpm:
+                headers["X-RateLimit-Limit"] = str(key.tpm)
+                headers["X-RateLimit-Remaining"] = str(remaining)
+                headers["X-RateLimit-Reset"] = str(math.ceil(reset))
+        return headers
+
+    def settle(self, ticket: Ticket, tokens: int, cost: Decimal) -> None:
+        """Replace the ticket's reservation with what the request really used (once)."""
+        if ticket.settled:
+            return
+        ticket.settled = True
+        st = self._states.get(ticket.key_id)
+        if st is None:
+            return
+        st.in_flight -= 1
+        st.reserved_tokens -= ticket.reserved_tokens
+        st.reserved_usd -= ticket.reserved_usd
+        if tokens:
+            st.tokens.append((self.clock(), tokens))
+            st.window_tokens += tokens
+            st.used_tokens += tokens
+        if cost:
+            st.used_usd += cost
+
+    def release(self, ticket: Ticket | None) -> None:
+        """Free a ticket that will never be settled with usage (safety net, idempotent)."""
+        if ticket is not None and not ticket.detached:
+            self.settle(ticket, 0, ZERO_USD)
+
+
+def _refusal(message: str, code: str, wait_s: float, type_: str = "rate_limit_error") -> ProxyError:
+    headers = {}
+    if math.isfinite(wait_s):
+        headers["Retry-After"] = str(max(1, math.ceil(wait_s)))
+    return ProxyError(429, message, type=type_, code=code, headers=headers)
