@@ -1,0 +1,303 @@
+"""Processes and bookkeeping for benchmarks: seeded database, mock, real proxy, /proc.
+
+The proxy is the real thing: `python run.py proxy` in its own process, on a
+SQLite database under a temp dir, migrated with `shared.migrate` and seeded
+with the ORM models (a provider pointing at the mock, two models, a client
+key). Every feature stays on: key auth, usage rows, the access log (to
+LOG_DIR/proxy.log and stderr, here a file), archive when ARCHIVE_MESSAGES=1.
+
+CPU pinning (Linux, >= 2 CPUs): the proxy runs on CPU 0 (`sched_setaffinity`
+in the child before exec, so every thread it starts inherits it), the mock
+and the load generator share CPU 1. The proxy then never competes with the
+load for a core, and its CPU seconds per request are read from
+/proc/<pid>/stat (utime + stime, all threads).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+
+from bench.loadgen import Request
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CLIENT_KEY = "nx-bench-client-key-0123456789abcdefghijklmnopq"
+MODEL = "bench-model"
+MODEL_NOUSAGE = "bench-model-nousage"
+PROXY_CPU = 0
+LOAD_CPU = 1
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+START_TIMEOUT_S = 30.0
+
+
+def can_pin() -> bool:
+    """Whether the proxy and the load can get a CPU each."""
+    return hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
+
+
+def pin_self(cpu: int) -> None:
+    """Pin the calling process (and threads it starts later) to one CPU."""
+    os.sched_setaffinity(0, {cpu})
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- /proc ------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def machine_info() -> dict[str, str]:
+    """nproc, CPU model and Python version, for the report."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"nproc": str(os.cpu_count()), "cpu": model, "python": sys.version.split()[0]}
+
+
+def git_commit() -> str:
+    """The commit measured (with `+dirty` when the tree has local changes)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "proxy_app", "shared", "run.py"],
+                               cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+# --- database ---------------------------------------------------------------
+
+
+def seed_database(database_url: str, mock_url: str) -> None:
+    """Migrate a fresh database and add the mock provider, its models and the client key."""
+    from sqlalchemy.orm import Session
+
+    from shared.db import bump_config_version, make_engine
+    from shared.migrate import upgrade_database
+    from shared.models import ApiKey, Provider, ProviderModel
+    from shared.secrets import hash_key, key_hint
+
+    upgrade_database(database_url)
+    engine = make_engine(database_url)
+    try:
+        with Session(engine) as s, s.begin():
+            provider = Provider(name="mock", server_url=mock_url, server_key="sk-bench-upstream-secret")
+            s.add(provider)
+            s.flush()
+            for name in (MODEL, MODEL_NOUSAGE):
+                s.add(ProviderModel(provider_id=provider.id, model_name=name,
+                                    input_price=Decimal("0.15"), output_price=Decimal("0.60")))
+            s.add(ApiKey(name="bench", key_hash=hash_key(CLIENT_KEY), key_hint=key_hint(CLIENT_KEY)))
+            bump_config_version(s)
+    finally:
+        engine.dispose()
+
+
+def usage_rows(db_path: Path) -> int:
+    """How many usage rows the proxy has written."""
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10) as conn:
+        return int(conn.execute("SELECT count(*) FROM usage_record").fetchone()[0])
+
+
+def wait_usage_rows(db_path: Path, expected: int, timeout: float = 20.0) -> int:
+    """Wait (bounded) until `expected` usage rows exist; the count found."""
+    deadline = time.monotonic() + timeout
+    while True:
+        n = usage_rows(db_path)
+        if n >= expected or time.monotonic() > deadline:
+            return n
+        time.sleep(0.1)
+
+
+# --- processes --------------------------------------------------------------
+
+
+def _preexec(cpu: int | None) -> Callable[[], None] | None:
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def _http_get(url: str, timeout: float = 2.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback only
+        return resp.read()
+
+
+class MockProcess:
+    """`python -m bench.mock_upstream` in its own process."""
+
+    def __init__(self, workdir: Path, *, latency_ms: float = 0.0, chunks: int = 16,
+                 chunk_delay_ms: float = 0.0, cpu: int | None = None) -> None:
+        self.out_path = workdir / "mock.out"
+        args = [sys.executable, "-m", "bench.mock_upstream", "--port", "0", "--latency-ms", str(latency_ms),
+                "--chunks", str(chunks), "--chunk-delay-ms", str(chunk_delay_ms)]
+        self.chunks = chunks
+        with open(self.out_path, "wb") as out:
+            self.proc = subprocess.Popen(args, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, preexec_fn=_preexec(cpu))
+        self.port = self._wait_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+
+    def _wait_port(self) -> int:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            text = self.out_path.read_text(errors="replace")
+            for line in text.splitlines():
+                if line.startswith("mock upstream listening on "):
+                    return int(line.rsplit(" ", 1)[1])
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mock upstream exited: {text[-2000:]}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("mock upstream did not start")
+
+    def chat_requests(self) -> int:
+        """Chat requests the mock has received so far."""
+        return int(json.loads(_http_get(f"http://127.0.0.1:{self.port}/stats"))["chat_requests"])
+
+    def stop(self) -> None:
+        """SIGTERM and wait (SIGKILL after 10 s)."""
+        _stop(self.proc)
+
+
+class ProxyProcess:
+    """`python run.py proxy` on a free loopback port, with everything under `workdir`."""
+
+    def __init__(self, workdir: Path, database_url: str, *, env: dict[str, str] | None = None,
+                 cpu: int | None = None) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.log_dir = workdir / "logs"
+        self.stderr_path = workdir / f"proxy-{self.port}.stderr"
+        full_env = dict(os.environ)
+        full_env.pop("NEXUSAI_SUPERVISOR_PID", None)
+        full_env.update(
+            DATABASE_URL=database_url, PROXY_HOST="127.0.0.1", PROXY_PORT=str(self.port),
+            ADMIN_TOKEN="", ARCHIVE_MESSAGES="0", LOG_LEVEL="INFO",
+            DATA_DIR=str(workdir / "data"), LOG_DIR=str(self.log_dir), MESSAGES_DIR=str(workdir / "messages"),
+        )
+        full_env.update(env or {})
+        with open(workdir / f"proxy-{self.port}.stdout", "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(REPO_ROOT / "run.py"), "proxy"], cwd=REPO_ROOT, env=full_env,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, preexec_fn=_preexec(cpu),
+            )
+        self.pid = self.proc.pid
+        self._wait_healthy()
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"proxy exited {self.proc.returncode}: {self.stderr_path.read_text()[-3000:]}")
+            try:
+                if _http_get(f"http://127.0.0.1:{self.port}/health", timeout=1.0):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("proxy did not become healthy")
+
+    def stop(self) -> int:
+        """SIGTERM (graceful: usage rows flushed) and wait; the exit code."""
+        return _stop(self.proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
+
+
+# --- requests ---------------------------------------------------------------
+
+
+def chat_request(port: int, *, stream: bool, model: str = MODEL, include_usage: bool = False,
+                 conversation: str | None = None, content: str = "Say hello in one short sentence.",
+                 key: str = CLIENT_KEY) -> bytes:
+    """Raw bytes of one POST /v1/chat/completions."""
+    body: dict[str, object] = {"model": model, "messages": [{"role": "user", "content": content}]}
+    if stream:
+        body["stream"] = True
+        if include_usage:
+            body["stream_options"] = {"include_usage": True}
+    raw = orjson.dumps(body)
+    extra = f"X-Conversation-Id: {conversation}\r\n" if conversation else ""
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n{extra}"
+        f"Content-Length: {len(raw)}\r\n\r\n"
+    )
+    return head.encode() + raw
+
+
+def json_validator(status: int, body: bytes) -> str | None:
+    """A 200 chat.completion with choices."""
+    if status != 200:
+        return f"status {status}: {body[:200]!r}"
+    if not body.startswith(b"{") or b'"choices"' not in body:
+        return f"not a chat completion: {body[:200]!r}"
+    return None
+
+
+def stream_validator(chunks: int, with_usage: bool) -> Callable[[int, bytes], str | None]:
+    """A 200 SSE stream with every chunk, the usage chunk only when asked for, and [DONE]."""
+    expected = chunks + 3 + (1 if with_usage else 0)  # role + content + finish (+ usage) + [DONE]
+
+    def check(status: int, body: bytes) -> str | None:
+        if status != 200:
+            return f"status {status}: {body[:200]!r}"
+        events = body.count(b"data: ")
+        if events != expected or not body.endswith(b"data: [DONE]\n\n"):
+            return f"stream of {events} events (expected {expected}): {body[-200:]!r}"
+        return None
+
+    return check
+
+
+def simple_request(port: int, stream: bool, chunks: int) -> Request:
+    """The benchmark's request: a short prompt, no conversation id, no usage chunk asked for."""
+    if stream:
+        return Request(chat_request(port, stream=True), stream_validator(chunks, False))
+    return Request(chat_request(port, stream=False), json_validator)

@@ -1,0 +1,160 @@
+"""A fast OpenAI-compatible mock upstream for benchmarks (aiohttp, own process).
+
+    python -m bench.mock_upstream --port 0 --latency-ms 0 --chunks 16 --chunk-delay-ms 1
+
+POST /v1/chat/completions answers a fixed reply: JSON, or for `"stream": true`
+an SSE stream of a role chunk, `--chunks` content chunks (`--chunk-delay-ms`
+apart), a finish chunk, a usage chunk when `stream_options.include_usage` is
+set, and `data: [DONE]`. `--latency-ms` passes before the response headers.
+A model whose name ends in `-nousage` never reports usage (the proxy then
+counts tokens itself). GET /stats returns `{"chat_requests": n}`: every chat
+request received, so a harness can check one upstream call per client call.
+Prints `mock upstream listening on <port>` once bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+CREATED = 1_700_000_000
+WORDS = ("Hello", " from", " the", " benchmark", " mock", " upstream", ",", " friend", ".")
+
+
+@dataclass
+class MockConfig:
+    """How the mock answers."""
+
+    latency_s: float = 0.0
+    chunks: int = 16
+    chunk_delay_s: float = 0.0
+    prompt_tokens: int = 12
+
+
+class MockUpstream:
+    """Pre-serialised replies, cached per model name, and a request counter."""
+
+    def __init__(self, cfg: MockConfig) -> None:
+        self.cfg = cfg
+        self.chat_requests = 0
+        self._json: dict[str, bytes] = {}
+        self._stream: dict[str, tuple[list[bytes], bytes, bytes]] = {}
+        self._pieces = [WORDS[i % len(WORDS)] for i in range(cfg.chunks)]
+
+    def _usage(self) -> dict[str, int]:
+        completion = self.cfg.chunks
+        return {"prompt_tokens": self.cfg.prompt_tokens, "completion_tokens": completion,
+                "total_tokens": self.cfg.prompt_tokens + completion}
+
+    def json_reply(self, model: str) -> bytes:
+        """The whole non-stream reply for `model`."""
+        body = self._json.get(model)
+        if body is None:
+            reply: dict[str, Any] = {
+                "id": "chatcmpl-mock", "object": "chat.completion", "created": CREATED, "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(self._pieces)},
+                             "finish_reason": "stop"}],
+            }
+            if not model.endswith("-nousage"):
+                reply["usage"] = self._usage()
+            body = self._json[model] = orjson.dumps(reply)
+        return body
+
+    def stream_events(self, model: str) -> tuple[list[bytes], bytes, bytes]:
+        """(role + content events, finish event, usage event) for `model`."""
+        cached = self._stream.get(model)
+        if cached is None:
+            def event(delta: dict[str, Any], finish: str | None = None) -> bytes:
+                obj = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": CREATED,
+                       "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+            head = [event({"role": "assistant", "content": ""})] + [event({"content": p}) for p in self._pieces]
+            usage = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": CREATED,
+                     "model": model, "choices": [], "usage": self._usage()}
+            cached = self._stream[model] = (head, event({}, "stop"), b"data: " + orjson.dumps(usage) + b"\n\n")
+        return cached
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        """Answer one chat completion."""
+        self.chat_requests += 1
+        body = orjson.loads(await request.read())
+        model = str(body.get("model", ""))
+        if self.cfg.latency_s:
+            await asyncio.sleep(self.cfg.latency_s)
+        if not body.get("stream"):
+            return web.Response(body=self.json_reply(model), content_type="application/json")
+        options = body.get("stream_options") or {}
+        with_usage = bool(options.get("include_usage")) and not model.endswith("-nousage")
+        head, finish, usage = self.stream_events(model)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        delay = self.cfg.chunk_delay_s
+        last = len(head) - 1
+        for i, event in enumerate(head):
+            await resp.write(event)
+            if delay and 0 < i < last:
+                await asyncio.sleep(delay)
+        tail = finish + usage if with_usage else finish
+        await resp.write(tail + b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def stats(self, request: web.Request) -> web.Response:
+        """The request counter."""
+        return web.Response(body=orjson.dumps({"chat_requests": self.chat_requests}),
+                            content_type="application/json")
+
+    def app(self) -> web.Application:
+        """The aiohttp application."""
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/stats", self.stats)
+        return app
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--chunks", type=int, default=16)
+    p.add_argument("--chunk-delay-ms", type=float, default=0.0)
+    p.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM."""
+    args = parse_args(argv)
+    if args.cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {args.cpu})
+    cfg = MockConfig(latency_s=args.latency_ms / 1000, chunks=args.chunks, chunk_delay_s=args.chunk_delay_ms / 1000)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    port = sock.getsockname()[1]
+    try:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+    web.run_app(
+        MockUpstream(cfg).app(), sock=sock, access_log=None, loop=loop, backlog=1024,
+        print=lambda _: print(f"mock upstream listening on {port}", flush=True),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
