@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from proxy_app.keys import SETTINGS
+from proxy_app.keys import SETTINGS, WS_SESSIONS
 from proxy_app.lifecycle import services_ctx
 from proxy_app.middlewares import auth_middleware, error_middleware
 from proxy_app.routes import setup_routes
+from proxy_app.ws_chat import close_websockets
 from shared.settings import Settings
 
 
@@ -18,6 +19,8 @@ def build_app(settings: Settings) -> web.Application:
         middlewares=[error_middleware, auth_middleware],
     )
     app[SETTINGS] = settings
+    app[WS_SESSIONS] = set()
     app.cleanup_ctx.append(services_ctx)
+    app.on_shutdown.append(close_websockets)
     setup_routes(app)
     return app

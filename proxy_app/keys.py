@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from proxy_app.config import KeyCfg
 from proxy_app.state import ProxyState
 from shared.settings import Settings
 
+if TYPE_CHECKING:
+    from proxy_app.ws_chat import WsSession
+
 SETTINGS = web.AppKey("settings", Settings)
 STATE = web.AppKey("state", ProxyState)
+# Live /ws/chat sockets, closed (after their usage is flushed) on shutdown.
+WS_SESSIONS: web.AppKey[set[WsSession]] = web.AppKey("ws_sessions")
 
 CLIENT_KEY = web.RequestKey("client_key", KeyCfg)

@@ -15,7 +15,8 @@ from proxy_app.keys import CLIENT_KEY, STATE
 log = logging.getLogger("nexusai.proxy")
 access_log = logging.getLogger("nexusai.proxy.access")
 
-# Routes served without a client key (the WebSocket may authenticate in its first message).
+# Routes served without a client key. The WebSocket authenticates itself after the upgrade
+# (header, query or first message), so that browsers are told why a key was refused.
 PUBLIC_PATHS = frozenset({"/health"})
 LATE_AUTH_PATHS = frozenset({"/ws/chat"})
 
@@ -60,10 +61,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Resolve the client key against the in-memory snapshot before any handler runs."""
     path = request.path
-    if path in PUBLIC_PATHS:
+    if path in PUBLIC_PATHS or path in LATE_AUTH_PATHS:
         return await handler(request)
     raw = extract_key(request.headers, request.query)
-    if path in LATE_AUTH_PATHS and raw is None:
-        return await handler(request)
     request[CLIENT_KEY] = authenticate(request.app[STATE].config.snapshot, raw)
     return await handler(request)

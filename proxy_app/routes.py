@@ -7,6 +7,7 @@ from aiohttp import web
 from proxy_app.chat_http import chat_completions
 from proxy_app.health import health
 from proxy_app.models_list import list_models
+from proxy_app.ws_chat import ws_chat
 
 
 def setup_routes(app: web.Application) -> None:
@@ -16,3 +17,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/models", list_models)
+    app.router.add_get("/ws/chat", ws_chat)
