@@ -21,7 +21,13 @@ from werkzeug.routing import Rule
 from admin_app.api import bp
 from admin_app.schemas.audit import AuditEntrySchema, AuditQuerySchema
 from admin_app.schemas.common import DeletedSchema, ErrorSchema, PaginationQuerySchema
-from admin_app.schemas.keys import KeyInSchema, KeyIssuedSchema, KeyOutSchema, KeyRotateSchema, KeyUpdateSchema
+from admin_app.schemas.keys import (
+    KeyInSchema,
+    KeyIssuedSchema,
+    KeyOutSchema,
+    KeyRotateSchema,
+    KeyUpdateSchema,
+)
 from admin_app.schemas.provider_models import (
     ProviderModelInSchema,
     ProviderModelOutSchema,
@@ -97,10 +103,8 @@ def _openapi_path(rule: Rule) -> str:
 def _path_parameters(rule: Rule) -> list[dict[str, Any]]:
     params = []
     for name in sorted(rule.arguments):
-        is_int = f"<int:{name}>" in rule.rule
-        params.append(
-            {"in": "path", "name": name, "required": True, "schema": {"type": "integer" if is_int else "string"}}
-        )
+        kind = "integer" if f"<int:{name}>" in rule.rule else "string"
+        params.append({"in": "path", "name": name, "required": True, "schema": {"type": kind}})
     return params
 
 
@@ -117,10 +121,16 @@ def _operation(rule: Rule, method: str, view: Any) -> dict[str, Any]:
         }
     else:
         responses[str(op.status)] = {"description": summary}
-    for status, description in _ERRORS.items():
-        responses[status] = {"description": description, "content": {"application/json": {"schema": ErrorSchema}}}
+    errors = {"503": "Database unavailable"} if name == "health" else _ERRORS
+    for status, description in errors.items():
+        responses[status] = {
+            "description": description,
+            "content": {"application/json": {"schema": ErrorSchema}},
+        }
+    methods = (rule.methods or set()) - {"HEAD", "OPTIONS"}
     operation: dict[str, Any] = {
-        "operationId": name,
+        # One view may serve PUT and PATCH; operation ids must still be unique.
+        "operationId": name if len(methods) == 1 else f"{name}_{method}",
         "summary": summary,
         "tags": [op.tag],
         "parameters": _path_parameters(rule),

@@ -94,7 +94,9 @@ def update_model(model_id: int) -> Response:
     if "provider_id" in data:
         check_provider_ids([data["provider_id"]], field="provider_id")
     if "provider_id" in data or "model_name" in data:
-        _check_pair_free(data.get("provider_id", row.provider_id), data.get("model_name", row.model_name), model_id)
+        _check_pair_free(
+            data.get("provider_id", row.provider_id), data.get("model_name", row.model_name), model_id
+        )
     changed = apply_changes(row, data)
     if changed:
         record_change("update", RESOURCE, row.id, changed)

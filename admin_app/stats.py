@@ -92,7 +92,10 @@ def total() -> Response:
 def conversation(conversation_id: str) -> Response:
     """Figures of one conversation; 404 when no usage carries that id."""
     args = load_query(stats_query)
-    conditions = [UsageRecord.conversation_id == conversation_id, *_filters(args["start"], args["end_before"])]
+    conditions = [
+        UsageRecord.conversation_id == conversation_id,
+        *_filters(args["start"], args["end_before"]),
+    ]
     row = db.session.execute(
         select(
             *figure_columns(),

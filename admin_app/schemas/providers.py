@@ -59,7 +59,8 @@ class ProviderInSchema(Schema):
 
     @pre_load
     def _blank_proxy_is_none(self, data: Any, **kwargs: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("http_proxy"), str) and not data["http_proxy"].strip():
+        value = data.get("http_proxy") if isinstance(data, dict) else None
+        if isinstance(value, str) and not value.strip():
             return {**data, "http_proxy": None}
         return data
 
@@ -107,5 +108,9 @@ class ProviderDeletedSchema(Schema):
     id = fields.Integer()
     deleted = fields.Boolean()
     models_deleted = fields.Integer()
-    keys_descoped = fields.List(fields.Integer(), metadata={"description": "Keys that lost this provider."})
-    keys_disabled = fields.List(fields.Integer(), metadata={"description": "Keys disabled because their scope emptied."})
+    keys_descoped = fields.List(
+        fields.Integer(), metadata={"description": "Keys that lost this provider."}
+    )
+    keys_disabled = fields.List(
+        fields.Integer(), metadata={"description": "Keys disabled because their scope emptied."}
+    )
