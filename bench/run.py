@@ -65,6 +65,7 @@ class Options:
     latency_ms: float = 0.0
     archive_concurrency: int | None = 16
     pin: bool = True
+    settle_s: float = SETTLE_S
 
 
 @dataclass
@@ -162,13 +163,13 @@ class Bench:
         warm = self.load(port, mode, concurrency, self.opts.warmup, 30.0)
         if via_proxy:
             self.proxied += warm.requests
-            time.sleep(SETTLE_S)
+            time.sleep(self.opts.settle_s)
         before_up = self.mock.chat_requests()
         pid = self.proxy.pid if (via_proxy and self.proxy) else None
         cpu0 = cpu_seconds(pid) if pid else 0.0
         result = self.load(port, mode, concurrency, self.opts.max_requests, self.opts.duration_s)
         if pid:
-            time.sleep(SETTLE_S)
+            time.sleep(self.opts.settle_s)
         cpu1 = cpu_seconds(pid) if pid else 0.0
         upstream = self.mock.chat_requests() - before_up
         if via_proxy:
