@@ -49,6 +49,7 @@ class UsageWriter:
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._idle = threading.Condition(self._pending_lock)
+        self._stopping = threading.Event()
         self.written = 0
 
     def start(self) -> None:
@@ -75,6 +76,7 @@ class UsageWriter:
     def stop(self, timeout: float = 30.0) -> None:
         """Flush everything queued, then stop the thread."""
         self._queue.put(_STOP)
+        self._stopping.set()
         self._thread.join(timeout)
 
     def _run(self) -> None:
@@ -89,18 +91,28 @@ class UsageWriter:
                 stopping = True
             else:
                 batch.append(item)
-            # Drain whatever else is already queued, up to one batch.
-            while len(batch) < self._batch_size:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    continue
-                batch.append(item)
+            stopping = self._drain(batch) or stopping
+            if not stopping and len(batch) < self._batch_size:
+                # Linger one interval so a trickle of rows shares one transaction instead of
+                # paying a commit per row; a full batch (high load) or stop() cuts it short.
+                self._stopping.wait(self._interval)
+                stopping = self._drain(batch)
             if batch:
                 self._write_with_retry(batch, final=stopping)
+
+    def _drain(self, batch: list[Record]) -> bool:
+        """Move what is already queued into `batch`, up to one batch; True when _STOP was seen."""
+        stopping = False
+        while len(batch) < self._batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                stopping = True
+                continue
+            batch.append(item)
+        return stopping
 
     def _write_with_retry(self, batch: list[Record], final: bool) -> None:
         delay = 0.2
