@@ -6,6 +6,7 @@
      └─ Conflict           409    conflict_error / duplicate_* or conflict
     HTTPException (werkzeug)      404 unknown path, 405 wrong method, 413 body too large, ...
     IntegrityError                409 conflict_error / conflict (a race past our checks; rolled back)
+    DataError                     400 invalid_request_error / invalid_value (the DB refused a value)
     OperationalError              503 server_error / database_unavailable
     Exception                     500 server_error / internal_error (logged without secrets)
 """
@@ -16,7 +17,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from admin_app.extensions import db
@@ -138,6 +139,17 @@ def _integrity_error(exc: IntegrityError) -> Response:
     )
 
 
+def _data_error(exc: DataError) -> Response:
+    # Validation should stop these first; this keeps a miss from becoming a 500.
+    db.session.rollback()
+    logger.warning(
+        "database refused a value on %s %s: %s", request.method, request.path, type(exc.orig).__name__
+    )
+    return error_response(
+        400, "A value was refused by the database", "invalid_request_error", "invalid_value"
+    )
+
+
 def _operational_error(exc: OperationalError) -> Response:
     db.session.rollback()
     logger.error("database unavailable on %s %s: %s", request.method, request.path, type(exc.orig).__name__)
@@ -156,5 +168,6 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(ApiError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(IntegrityError, _integrity_error)
+    app.register_error_handler(DataError, _data_error)
     app.register_error_handler(OperationalError, _operational_error)
     app.register_error_handler(Exception, _unexpected_error)

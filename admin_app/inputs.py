@@ -28,13 +28,39 @@ def raw_json_object(*, allow_empty: bool = False) -> dict[str, Any] | None:
         )
     try:
         body = json.loads(data, parse_constant=_reject_constant)
+        storable = _storable(body)
     except (ValueError, RecursionError) as exc:
         raise ValidationFailed(f"Malformed JSON body: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ValidationFailed(
             f"The JSON body must be an object, not {type(body).__name__}", code="invalid_body"
         )
+    if not storable:
+        raise ValidationFailed(
+            "JSON strings must not contain NUL characters or unpaired surrogates", code="invalid_json"
+        )
     return body
+
+
+def _storable(node: Any) -> bool:
+    """False if any string in `node` holds NUL or a lone surrogate (no database stores those)."""
+    if isinstance(node, str):
+        return _utf8_encodable(node)
+    if isinstance(node, dict):
+        return all(_storable(k) and _storable(v) for k, v in node.items())
+    if isinstance(node, list):
+        return all(_storable(item) for item in node)
+    return True
+
+
+def _utf8_encodable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def load_body(schema: Schema, *, partial: bool = False) -> dict[str, Any]:

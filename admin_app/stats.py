@@ -92,6 +92,8 @@ def total() -> Response:
 def conversation(conversation_id: str) -> Response:
     """Figures of one conversation; 404 when no usage carries that id."""
     args = load_query(stats_query)
+    if "\x00" in conversation_id:  # PostgreSQL refuses NUL in a parameter; no id can hold one
+        raise NotFound(f"Conversation {conversation_id!r} has no recorded usage")
     conditions = [
         UsageRecord.conversation_id == conversation_id,
         *_filters(args["start"], args["end_before"]),

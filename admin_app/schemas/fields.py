@@ -44,8 +44,18 @@ class StrictFloat(fields.Float):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class Text(fields.String):
+    """Free text; NUL is refused because PostgreSQL cannot store it."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in text:
+            raise ValidationError("Must not contain NUL characters.")
+        return text
+
+
 class Name(fields.String):
-    """A display name: surrounding whitespace stripped, then non-empty."""
+    """A display name: surrounding whitespace stripped, then non-empty, no control characters."""
 
     def __init__(self, max_length: int, **kwargs: Any) -> None:
         validators = [validate.Length(min=1, max=max_length, error="Must be 1 to {max} characters.")]
@@ -56,6 +66,8 @@ class Name(fields.String):
         stripped = text.strip()
         if not stripped:
             raise ValidationError("Must not be empty or whitespace.")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in stripped):
+            raise ValidationError("Must not contain control characters.")
         return stripped
 
 
@@ -87,7 +99,10 @@ class UtcDateTime(fields.DateTime):
         parsed = super()._deserialize(value, attr, data, **kwargs)
         if parsed.tzinfo is None:
             return parsed.replace(tzinfo=timezone.utc)
-        return parsed.astimezone(timezone.utc)
+        try:
+            return parsed.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValidationError("Date-time out of range.") from None
 
 
 class HttpUrl(fields.String):

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, fields, post_load, pre_load, validate
 
 from admin_app.schemas.common import PaginationQuerySchema
-from admin_app.schemas.fields import INT32_MAX, Name, StrictBoolean, StrictInteger, Usd
+from admin_app.schemas.fields import INT32_MAX, Name, StrictBoolean, StrictInteger, Text, Usd
 
 MAX_PRICE_USD = 1_000_000
 
@@ -20,7 +20,7 @@ class ProviderModelInSchema(Schema):
     upstream_name = Name(
         max_length=200, allow_none=True, metadata={"description": "Sent upstream; null means model_name."}
     )
-    description = fields.String(allow_none=True, validate=validate.Length(max=10_000))
+    description = Text(allow_none=True, validate=validate.Length(max=10_000))
     input_price = Usd(MAX_PRICE_USD, allow_none=True)
     output_price = Usd(MAX_PRICE_USD, allow_none=True)
     cached_input_price = Usd(MAX_PRICE_USD, allow_none=True)

@@ -10,6 +10,7 @@ from admin_app.schemas.fields import (
     INT32_MAX,
     HttpUrl,
     Name,
+    Text,
     StrictBoolean,
     StrictFloat,
     StrictInteger,
@@ -40,14 +41,14 @@ class ProviderInSchema(Schema):
         required=True,
         metadata={"description": "Base URL, e.g. https://api.openai.com/v1"},
     )
-    server_key = fields.String(
+    server_key = Text(
         load_only=True, validate=validate.Length(max=500), metadata={"description": "Write-only."}
     )
     personalized_key = ClientKey(
         load_only=True,
         metadata={"description": "Becomes a client key scoped to this provider; write-only."},
     )
-    description = fields.String(allow_none=True, validate=validate.Length(max=10_000))
+    description = Text(allow_none=True, validate=validate.Length(max=10_000))
     enabled = StrictBoolean()
     http_proxy = HttpUrl(PROXY_SCHEMES, allow_credentials=True, allow_none=True)
     timeout_s = StrictFloat(validate=validate.Range(min=0, max=MAX_TIMEOUT_S, min_inclusive=False))

@@ -27,13 +27,20 @@ class DayOrInstant(fields.Field):
         try:
             if len(text) == 10:
                 day = date.fromisoformat(text)
+                if day == date.max:
+                    raise ValidationError("Date out of range.")
                 return DateBound(datetime.combine(day, time.min, tzinfo=timezone.utc), True)
             instant = datetime.fromisoformat(text)
         except ValueError:
             raise ValidationError("Must be a date (YYYY-MM-DD) or an ISO 8601 date-time.") from None
         if instant.tzinfo is None:
             instant = instant.replace(tzinfo=timezone.utc)
-        return DateBound(instant.astimezone(timezone.utc), False)
+        try:
+            bound = DateBound(instant.astimezone(timezone.utc), False)
+            _end_exclusive(bound)  # the last representable day has no "day after"
+        except OverflowError:
+            raise ValidationError("Date out of range.") from None
+        return bound
 
 
 class StatsQuerySchema(Schema):

@@ -77,7 +77,8 @@ def test_update_changes_only_given_fields(admin: AdminClient, method: str) -> No
     updated = admin.ok(method, f"/providers/{created['id']}", json={"description": "Updated description"})
 
     assert updated["description"] == "Updated description"
-    unchanged = {k: v for k, v in created.items() if k not in {"description", "updated_at", "personalized_key"}}
+    moving = {"description", "updated_at", "personalized_key"}
+    unchanged = {k: v for k, v in created.items() if k not in moving}
     assert {k: updated[k] for k in unchanged} == unchanged
     assert admin.ok("GET", f"/providers/{created['id']}")["description"] == "Updated description"
 
@@ -153,7 +154,8 @@ def test_delete_cascades_models_and_descopes_keys(admin: AdminClient, dump_db: A
     admin.ok("POST", "/provider_models", 201, json={**SEED_MODEL, "model_name": "gpt-4o"})
     kept_model = admin.ok("POST", "/provider_models", 201, json={**SEED_MODEL, "provider_id": kept["id"]})
     only_gone = gone["personalized_key"]["id"]  # scope [gone] -> would widen: disabled
-    both = admin.ok("POST", "/keys", 201, json={"name": "both", "provider_ids": [gone["id"], kept["id"]]})["id"]
+    both_scope = {"name": "both", "provider_ids": [gone["id"], kept["id"]]}
+    both = admin.ok("POST", "/keys", 201, json=both_scope)["id"]
     scoped = {"name": "m", "provider_ids": [gone["id"]], "models": ["gpt-4"]}
     with_models = admin.ok("POST", "/keys", 201, json=scoped)["id"]
     unscoped = admin.ok("POST", "/keys", 201, json={"name": "all"})["id"]

@@ -33,7 +33,8 @@ def _exercise(admin: AdminClient) -> str:
     })
     pid = provider["id"]
     admin.ok("POST", "/provider_models", 201, json=SEED_MODEL)
-    admin.ok("PUT", f"/providers/{pid}", json={"server_key": SECOND_SERVER_KEY, "personalized_key": CLIENT_KEY})
+    same_key = {"server_key": SECOND_SERVER_KEY, "personalized_key": CLIENT_KEY}
+    admin.ok("PUT", f"/providers/{pid}", json=same_key)
     admin.ok("PATCH", f"/providers/{pid}", json={"http_proxy": f"socks5://u:{PROXY_PASSWORD}@10.1.1.1:1080"})
     generated = admin.ok("POST", "/keys", 201, json={"name": "gen"})
     supplied = admin.ok("POST", "/keys", 201, json={"name": "sup", "key": SUPPLIED_KEY})
@@ -58,7 +59,9 @@ def _assert_clean(text: str, secrets: list[str], where: str) -> None:
         assert secret not in text, f"{secret!r} leaked into {where}"
 
 
-def test_no_secret_in_responses_logs_or_audit(secured_admin: AdminClient, dump_db: Callable[[], Dump]) -> None:
+def test_no_secret_in_responses_logs_or_audit(
+    secured_admin: AdminClient, dump_db: Callable[[], Dump]
+) -> None:
     generated = _exercise(secured_admin)
     wrong = {"Authorization": "Bearer wrong-" + ADMIN_TOKEN}
     requests.get(secured_admin.base_url + "/keys", headers=wrong, timeout=10)

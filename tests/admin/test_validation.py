@@ -38,7 +38,9 @@ def _field_cases(
     return cases
 
 
-def _assert_all_rejected(admin: AdminClient, dump_db: Callable[[], Dump], cases: list[Case], code: str) -> None:
+def _assert_all_rejected(
+    admin: AdminClient, dump_db: Callable[[], Dump], cases: list[Case], code: str
+) -> None:
     before = dump_db()
     for method, path, kwargs, field in cases:
         response = admin.request(method, path, **kwargs)
@@ -196,7 +198,9 @@ def test_malformed_json(seeded: AdminClient, dump_db: Callable[[], Dump]) -> Non
 
 def test_non_object_json(seeded: AdminClient, dump_db: Callable[[], Dump]) -> None:
     bodies = ["[]", '[{"name": "x"}]', '"a string"', "42", "null", "true"]
-    cases: list[Case] = [(m, p, {"data": b, "headers": JSON}, None) for m, p in WRITE_ENDPOINTS for b in bodies]
+    cases: list[Case] = [
+        (m, p, {"data": b, "headers": JSON}, None) for m, p in WRITE_ENDPOINTS for b in bodies
+    ]
     cases.append(("POST", "/keys/2/rotate", {"data": "[]", "headers": JSON}, None))
     _assert_all_rejected(seeded, dump_db, cases, "invalid_body")
 
@@ -210,7 +214,8 @@ def test_missing_body(seeded: AdminClient, dump_db: Callable[[], Dump]) -> None:
 def test_wrong_content_type(seeded: AdminClient, dump_db: Callable[[], Dump]) -> None:
     cases: list[Case] = []
     for method, path in WRITE_ENDPOINTS:
-        cases.append((method, path, {"data": '{"name": "x"}', "headers": {"Content-Type": "text/plain"}}, None))
+        text_plain = {"data": '{"name": "x"}', "headers": {"Content-Type": "text/plain"}}
+        cases.append((method, path, text_plain, None))
         form = {"name": "x", "server_url": "https://x.test"}
         cases.append((method, path, {"data": form}, None))  # form-encoded
     text_body = {"data": '{"key": "abcdefgh1"}', "headers": {"Content-Type": "text/plain"}}
@@ -257,4 +262,30 @@ def test_unknown_paths_and_methods(seeded: AdminClient, dump_db: Callable[[], Du
         response = seeded.request(method, path, json={})
         assert_error(response, 405, "method_not_allowed")
         assert "Allow" in response.headers
+    assert dump_db() == before
+
+
+def test_values_no_database_can_store(seeded: AdminClient, dump_db: Callable[[], Dump]) -> None:
+    cases: list[Case] = []
+    for method, path in WRITE_ENDPOINTS:
+        for raw in ('{"name": "a\\u0000b"}', '{"description": "\\ud800"}', '{"\\u0000": 1}'):
+            cases.append((method, path, {"data": raw, "headers": JSON}, None))
+    _assert_all_rejected(seeded, dump_db, cases, "invalid_json")
+    far = _field_cases({"expires_at": ["0001-01-01T00:00:00+01:00"]}, KEY, "/keys", "/keys/2")
+    _assert_all_rejected(seeded, dump_db, far, "validation_error")
+
+
+def test_out_of_range_ids_and_dates(seeded: AdminClient, dump_db: Callable[[], Dump]) -> None:
+    before = dump_db()
+    huge = 10**20
+    for method, path in [("GET", f"/providers/{huge}"), ("DELETE", f"/keys/{2**31}"),
+                         ("GET", f"/provider_models/{2**63}"), ("GET", f"/providers/{huge}/models"),
+                         ("POST", f"/keys/{huge}/rotate"), ("GET", "/stats/conversation/a%00b")]:
+        assert_error(seeded.request(method, path), 404, "not_found")
+    for query in (
+        "start_date=9999-12-31",
+        "end_date=0001-01-01T00:00:00%2B01:00",
+        "end_date=9999-12-31T23:59:59.999999",
+    ):
+        assert_error(seeded.get(f"/stats/total?{query}"), 400, "invalid_parameter")
     assert dump_db() == before
