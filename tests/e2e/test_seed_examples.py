@@ -69,7 +69,7 @@ def test_seed_provider_examples(nexus: NexusProcess) -> None:
     assert _ok(nexus.admin("GET", "/providers")) == []
 
 
-def test_seed_provider_model_examples(nexus: NexusProcess) -> None:
+def test_seed_provider_model_and_stats_examples(nexus: NexusProcess) -> None:
     _ok(nexus.admin("POST", "/providers", json=SEED_PROVIDER), 201)
 
     model = _ok(nexus.admin("POST", "/provider_models", json=SEED_MODEL), 201)
@@ -86,8 +86,6 @@ def test_seed_provider_model_examples(nexus: NexusProcess) -> None:
     _assert_error(nexus.admin("GET", f"/provider_models/{model_id}"), 404)
     assert _ok(nexus.admin("GET", "/providers/1/models")) == []
 
-
-def test_seed_stats_examples(nexus: NexusProcess) -> None:
     total = _ok(nexus.admin("GET", "/stats/total"))
     assert isinstance(total, dict) and total
 
