@@ -7,6 +7,7 @@ integer, True as an integer); the admin API rejects wrong JSON types instead.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -83,13 +84,14 @@ class Usd(fields.Decimal):
         return None if value is None else float(value)
 
 
-def _at_most_places(places: int) -> validate.Validator:
+def _at_most_places(places: int) -> Callable[[Decimal], None]:
     def check(value: Decimal) -> None:
+        """Refuse digits the scaled-integer column would round away."""
         exponent = value.normalize().as_tuple().exponent
         if isinstance(exponent, int) and exponent < -places:
             raise ValidationError(f"At most {places} decimal places.")
 
-    return check  # type: ignore[return-value]
+    return check
 
 
 class UtcDateTime(fields.DateTime):
