@@ -72,6 +72,8 @@ def check_admin_exposure(settings: Settings) -> None:
 def bind_listener(name: str, host: str, port: int) -> socket.socket:
     """A TCP socket bound (not yet listening) to host:port, or a StartupError saying why not."""
     where = format_hostport(host, port)
+    if not 0 <= port <= 65535:
+        raise StartupError(f"{name}: cannot listen on {where}: ports go from 0 to 65535")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE

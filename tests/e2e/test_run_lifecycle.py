@@ -140,13 +140,21 @@ def test_port_in_use_is_one_clear_line(nexus_factory: NexusFactory, mode: str) -
     assert f"cannot listen on 127.0.0.1:{port}: address already in use" in lines[0]
 
 
-def test_bad_setting_is_one_clear_line(nexus_factory: NexusFactory) -> None:
-    proc = nexus_factory({"PROXY_PORT": "not-a-port"}, start=False)
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PROXY_PORT": "not-a-port"}, "PROXY_PORT must be an integer, got 'not-a-port'"),
+        ({"ADMIN_PORT": "70000"}, "admin: cannot listen on 127.0.0.1:70000: ports go from 0 to 65535"),
+    ],
+    ids=["not-an-int", "out-of-range"],
+)
+def test_bad_setting_is_one_clear_line(nexus_factory: NexusFactory, env: dict[str, str], message: str) -> None:
+    proc = nexus_factory(env, start=False)
 
     result = _run_to_exit(proc)
 
     assert result.returncode == 2
-    assert result.stderr.strip() == "run.py: refusing to start: PROXY_PORT must be an integer, got 'not-a-port'"
+    assert result.stderr.strip() == f"run.py: refusing to start: {message}"
 
 
 @pytest.mark.parametrize("mode", ["admin", "proxy"])
