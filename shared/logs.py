@@ -15,6 +15,18 @@ MAX_BYTES = 10 * 1024 * 1024
 BACKUPS = 5
 
 
+class _ThreadQueueHandler(logging.handlers.QueueHandler):
+    """A QueueHandler for a same-process listener: the caller only merges msg % args."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """Merge the message now (args may change later); format and copy only records with tracebacks."""
+        if record.exc_info or record.stack_info:
+            return super().prepare(record)
+        record.msg = record.getMessage()
+        record.args = None
+        return record
+
+
 def setup_logging(settings: Settings, process: str) -> None:
     """Send records to `LOG_DIR/<process>.log` (rotating) and stderr, once per process.
 
@@ -37,11 +49,17 @@ def setup_logging(settings: Settings, process: str) -> None:
     for handler in (file_handler, stream_handler):
         handler.setFormatter(formatter)
     if process == "proxy":
+        # One access line per request on the event loop: skip the caller lookup and the
+        # thread/process fields LOG_FORMAT never shows (logging's documented optimisations).
+        logging._srcfile = None  # type: ignore[attr-defined]
+        logging.logThreads = False
+        logging.logProcesses = False
+        logging.logMultiprocessing = False
         log_queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
         listener = logging.handlers.QueueListener(log_queue, file_handler, stream_handler)
         listener.start()
         atexit.register(listener.stop)
-        front: list[logging.Handler] = [logging.handlers.QueueHandler(log_queue)]
+        front: list[logging.Handler] = [_ThreadQueueHandler(log_queue)]
     else:
         front = [file_handler, stream_handler]
     for handler in front:
