@@ -15,6 +15,7 @@ from admin_app.api import bp
 from admin_app.change_log import apply_changes, record_change
 from admin_app.errors import Conflict, ValidationFailed
 from admin_app.extensions import db
+from admin_app.key_quota import key_with_consumption
 from admin_app.inputs import load_body, load_mapping, load_query, raw_json_object
 from admin_app.lookups import get_or_404
 from admin_app.schemas.common import PaginationQuerySchema
@@ -104,8 +105,8 @@ def create_key() -> tuple[Response, int]:
 
 @bp.get("/keys/<int:key_id>")
 def get_key(key_id: int) -> Response:
-    """One client key."""
-    return jsonify(key_out.dump(get_or_404(ApiKey, key_id, "Key")))
+    """One client key, with its consumption in the current quota period."""
+    return jsonify(key_with_consumption(get_or_404(ApiKey, key_id, "Key")))
 
 
 @bp.route("/keys/<int:key_id>", methods=["PUT", "PATCH"])

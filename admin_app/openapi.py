@@ -39,6 +39,7 @@ from admin_app.schemas.providers import (
     ProviderOutSchema,
     ProviderWrittenSchema,
 )
+from admin_app.schemas.key_quota import KeyDetailSchema, KeyQuotaSchema
 from admin_app.schemas.stats import ConversationStatsSchema, StatsQuerySchema, TotalStatsSchema
 
 API_TITLE = "NexusAI admin API"
@@ -76,7 +77,8 @@ OPERATIONS: dict[str, Operation] = {
     "delete_model": Operation(DeletedSchema, tag="models"),
     "list_keys": Operation(KeyOutSchema, many=True, query=PaginationQuerySchema, tag="keys"),
     "create_key": Operation(KeyIssuedSchema, status=201, body=KeyInSchema, tag="keys"),
-    "get_key": Operation(KeyOutSchema, tag="keys"),
+    "get_key": Operation(KeyDetailSchema, tag="keys"),
+    "quota": Operation(KeyQuotaSchema, tag="keys"),
     "update_key": Operation(KeyOutSchema, body=KeyUpdateSchema, tag="keys"),
     "delete_key": Operation(DeletedSchema, tag="keys"),
     "rotate_key": Operation(KeyIssuedSchema, body=KeyRotateSchema, body_required=False, tag="keys"),

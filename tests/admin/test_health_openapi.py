@@ -20,6 +20,7 @@ SEED_PATHS = {
     "/keys": {"get", "post"},
     "/keys/{key_id}": {"get", "put", "patch", "delete"},
     "/keys/{key_id}/rotate": {"post"},
+    "/keys/{key_id}/quota": {"get"},
     "/stats/total": {"get"},
     "/stats/conversation/{conversation_id}": {"get"},
     "/audit": {"get"},

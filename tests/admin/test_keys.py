@@ -34,7 +34,8 @@ def test_generated_key_is_shown_once(admin: AdminClient, dump_db: Any) -> None:
     assert _hashes(dump_db()) == [hash_key(value)]
 
     fetched = admin.ok("GET", f"/keys/{created['id']}")
-    assert "key" not in fetched and fetched == {k: v for k, v in created.items() if k != "key"}
+    consumption = {"used_tokens": 0, "used_usd": 0.0, "period_resets_at": None}
+    assert "key" not in fetched and fetched == {**{k: v for k, v in created.items() if k != "key"}, **consumption}
     assert value not in admin.get("/keys").text
     assert value not in admin.get("/audit").text
 
