@@ -249,6 +249,9 @@ def serve_proxy(settings: Settings) -> int:
         create_app(settings),
         sock=sock,
         access_log=None,
+        # A client that hangs up must cancel its handler (and so the upstream call) at once,
+        # not at the next write: that is how an aborted stream is billed for what was sent.
+        handler_cancellation=True,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         print=lambda _banner: announce("proxy", url),
         loop=loop,
