@@ -175,3 +175,21 @@ def test_limit_headers_count_down(make_gateway, engine) -> None:  # type: ignore
 def test_unlimited_key_gets_no_limit_headers(gateway: Gateway) -> None:
     r = post(gateway)
     assert r.status_code == 200 and "x-ratelimit-limit-requests" not in r.headers
+
+
+async def test_websocket_chats_and_http_requests_share_the_concurrency_cap(make_gateway, engine) -> None:  # type: ignore[no-untyped-def]
+    from tests.proxy.test_ws_chat import chat, open_ws, send, until_delta, until_end
+
+    gw, _ = limited(make_gateway, engine, max_concurrency=1)
+    gw.upstream.default = Scenario(first_chunk_pause_s=1.0)
+    async with open_ws(gw.url, gw.headers()) as ws:
+        await send(ws, chat("c1"))
+        await until_delta(ws, "c1")  # the socket's chat holds the one slot
+        results = await fire(gw, 1)
+        assert results[0][0] == 429 and b"concurrency_limit_exceeded" in results[0][2]
+        await send(ws, chat("c2"))
+        refused = [m for m in await until_end(ws, "c2") if m["id"] == "c2"]
+        assert refused[-1]["type"] == "error" and refused[-1]["error"]["code"] == "concurrency_limit_exceeded"
+        await until_end(ws, "c1")
+    results = await fire(gw, 1)
+    assert results[0][0] == 200  # the slot came back when the chat ended
