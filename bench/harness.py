@@ -52,6 +52,15 @@ def pin_self(cpu: int) -> None:
     os.sched_setaffinity(0, {cpu})
 
 
+def pin_process(pid: int, cpu: int) -> None:
+    """Move every thread of a running process to one CPU."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), {cpu})
+        except OSError:  # the thread just ended
+            pass
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as sock:
@@ -66,6 +75,56 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def busy_ticks() -> int:
+    """Non-idle CPU ticks of the whole machine (all CPUs), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return user + nice + system + irq + softirq + steal
+
+
+def own_ticks(pids: list[int]) -> int:
+    """utime + stime ticks of the given processes (missing ones count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+class ForeignCpu:
+    """CPU used by processes other than ours over an interval, in % of one CPU."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.start()
+
+    def start(self) -> None:
+        """Begin an interval."""
+        self._t = time.monotonic()
+        self._busy = busy_ticks()
+        self._own = own_ticks(self.pids)
+
+    def percent(self) -> float:
+        """Foreign CPU since `start()`."""
+        wall = time.monotonic() - self._t
+        foreign = (busy_ticks() - self._busy) - (own_ticks(self.pids) - self._own)
+        return max(0.0, 100.0 * foreign / CLK_TCK / wall) if wall > 0 else 0.0
+
+
+def wait_quiet(pids: list[int], threshold_pct: float = 10.0, timeout_s: float = 60.0) -> float:
+    """Wait (bounded) until other processes use under `threshold_pct` of a CPU; the last reading."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        probe = ForeignCpu(pids)
+        time.sleep(0.5)
+        pct = probe.percent()
+        if pct < threshold_pct or time.monotonic() >= deadline:
+            return pct
 
 
 def rss_mb(pid: int) -> float:

@@ -35,20 +35,26 @@ from bench.harness import (
     LOAD_CPU,
     PROXY_CPU,
     MockProcess,
+    ForeignCpu,
     ProxyProcess,
     can_pin,
     cpu_seconds,
     git_commit,
     machine_info,
+    pin_process,
     pin_self,
     rss_mb,
     seed_database,
     simple_request,
+    wait_quiet,
     wait_usage_rows,
 )
 from bench.loadgen import LoadResult, new_loop, run_load
 
-SETTLE_S = 0.8  # > the proxy's usage flush interval: its deferred work lands in the window
+SETTLE_S = 0.8
+# At concurrency 1 the proxy can share the load's CPU without contention; this row shows the
+# proxy's own latency without the two cross-CPU wake-ups per hop that pinning adds.
+COLOCATED = "proxy 1-CPU"  # > the proxy's usage flush interval: its deferred work lands in the window
 
 
 @dataclass
@@ -65,6 +71,8 @@ class Options:
     latency_ms: float = 0.0
     archive_concurrency: int | None = 16
     pin: bool = True
+    colocated: bool = True  # also measure concurrency 1 with the proxy on the load's CPU
+    quiet_wait_s: float = 60.0  # before each phase, wait this long at most for other processes to go quiet
     settle_s: float = SETTLE_S
 
 
@@ -74,11 +82,12 @@ class Phase:
 
     mode: str
     concurrency: int
-    target: str  # "direct", "proxy" or "proxy+archive"
+    target: str  # "direct", "proxy", "proxy 1-CPU" (on the load's CPU) or "proxy+archive"
     result: dict[str, Any]
     upstream_requests: int
     cpu_s: float | None = None
     rss_mb: float | None = None
+    foreign_cpu_pct: float = 0.0  # CPU other processes on the machine used meanwhile (% of one CPU)
     error_samples: list[str] = field(default_factory=list)
 
     @property
@@ -160,6 +169,9 @@ class Bench:
         assert self.mock is not None
         via_proxy = target != "direct"
         port = self.proxy.port if (via_proxy and self.proxy) else self.mock.port
+        ours = [os.getpid(), self.mock.proc.pid] + ([self.proxy.pid] if self.proxy else [])
+        if self.opts.quiet_wait_s > 0:
+            wait_quiet(ours, timeout_s=self.opts.quiet_wait_s)
         warm = self.load(port, mode, concurrency, self.opts.warmup, 30.0)
         if via_proxy:
             self.proxied += warm.requests
@@ -167,7 +179,9 @@ class Bench:
         before_up = self.mock.chat_requests()
         pid = self.proxy.pid if (via_proxy and self.proxy) else None
         cpu0 = cpu_seconds(pid) if pid else 0.0
+        foreign = ForeignCpu(ours)
         result = self.load(port, mode, concurrency, self.opts.max_requests, self.opts.duration_s)
+        foreign_pct = foreign.percent()
         if pid:
             time.sleep(self.opts.settle_s)
         cpu1 = cpu_seconds(pid) if pid else 0.0
@@ -177,7 +191,7 @@ class Bench:
         return Phase(
             mode=mode, concurrency=concurrency, target=target, result=result.summary(),
             upstream_requests=upstream, cpu_s=(cpu1 - cpu0) if pid else None,
-            rss_mb=rss_mb(pid) if pid else None, error_samples=result.error_samples + warm.error_samples,
+            rss_mb=rss_mb(pid) if pid else None, foreign_cpu_pct=round(foreign_pct, 1), error_samples=result.error_samples + warm.error_samples,
         )
 
 
@@ -195,8 +209,17 @@ def run_benchmark(opts: Options, progress: bool = True) -> Report:
                 pin_self(LOAD_CPU)
             for mode in opts.modes:
                 for c in opts.concurrencies:
-                    for target in ("direct", "proxy"):
+                    targets = ["direct", "proxy"]
+                    if c == 1 and bench.pinned and opts.colocated:
+                        targets.append(COLOCATED)
+                    for target in targets:
+                        if target == COLOCATED:
+                            assert bench.proxy is not None
+                            pin_process(bench.proxy.pid, LOAD_CPU)
                         phase = bench.phase(mode, c, target)
+                        if target == COLOCATED:
+                            assert bench.proxy is not None
+                            pin_process(bench.proxy.pid, PROXY_CPU)
                         report.phases.append(phase)
                         say(_progress_line(phase))
             if opts.archive_concurrency:
@@ -221,7 +244,7 @@ def _progress_line(p: Phase) -> str:
     cpu = f" cpu/req={p.cpu_ms_per_request:.3f}ms" if p.cpu_ms_per_request is not None else ""
     return (f"{p.mode:6} c={p.concurrency:<3} {p.target:14} n={r['requests']:<6} err={r['errors']} "
             f"up={p.upstream_requests} rps={r['rps']:.0f} p50={r['p50_ms']:.3f} p99={r['p99_ms']:.3f} "
-            f"ttfb50={r['ttfb_p50_ms']:.3f}{cpu}")
+            f"ttfb50={r['ttfb_p50_ms']:.3f}{cpu} others={p.foreign_cpu_pct:.0f}%")
 
 
 # --- output -----------------------------------------------------------------
@@ -243,19 +266,20 @@ def markdown(report: Report) -> str:
         "",
         "Overhead (proxy minus direct, same load; ms):",
         "",
-        "| mode | conc | direct p50 | proxy p50 | Δp50 | direct p99 | proxy p99 | Δp99 | ΔTTFB p50 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| mode | conc | proxy placement | direct p50 | proxy p50 | Δp50 | direct p99 | proxy p99 | Δp99 | ΔTTFB p50 |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by_key = {(p.mode, p.concurrency, p.target): p for p in report.phases}
     for p in report.phases:
-        if p.target != "proxy":
+        if p.target not in ("proxy", COLOCATED):
             continue
         d = by_key.get((p.mode, p.concurrency, "direct"))
         if d is None:
             continue
         dr, pr = d.result, p.result
         lines.append(
-            f"| {p.mode} | {p.concurrency} | {_f(dr['p50_ms'])} | {_f(pr['p50_ms'])} | "
+            f"| {p.mode} | {p.concurrency} | {'CPU 1, with the load' if p.target == COLOCATED else 'CPU 0'} | "
+            f"{_f(dr['p50_ms'])} | {_f(pr['p50_ms'])} | "
             f"{_f(pr['p50_ms'] - dr['p50_ms'])} | {_f(dr['p99_ms'])} | {_f(pr['p99_ms'])} | "
             f"{_f(pr['p99_ms'] - dr['p99_ms'])} | {_f(pr['ttfb_p50_ms'] - dr['ttfb_p50_ms'])} |"
         )
@@ -264,8 +288,8 @@ def markdown(report: Report) -> str:
         "Throughput and proxy cost:",
         "",
         "| mode | conc | target | requests | errors | upstream/client | RPS | p50 | p90 | p99 | TTFB p50 | "
-        "proxy CPU ms/req | proxy CPU busy | proxy RSS MB |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "proxy CPU ms/req | proxy CPU busy | proxy RSS MB | other processes' CPU |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in report.phases:
         r = p.result
@@ -277,7 +301,7 @@ def markdown(report: Report) -> str:
             f"| {p.mode} | {p.concurrency} | {p.target} | {r['requests']} | {r['errors']} | {ratio:.3f} | "
             f"{r['rps']:.0f} | {_f(r['p50_ms'])} | {_f(r['p90_ms'])} | {_f(r['p99_ms'])} | "
             f"{_f(r['ttfb_p50_ms'])} | {_f(p.cpu_ms_per_request)} | "
-            f"{'–' if busy is None else f'{busy:.0f}%'} | {_f(p.rss_mb, 1)} |"
+            f"{'–' if busy is None else f'{busy:.0f}%'} | {_f(p.rss_mb, 1)} | {p.foreign_cpu_pct:.0f}% |"
         )
     best: dict[str, tuple[float, float | None]] = {}
     for p in report.phases:
@@ -317,6 +341,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--archive-concurrency", type=int, default=d.archive_concurrency,
                    help="concurrency of the ARCHIVE_MESSAGES=1 pass (0: skip it)")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    p.add_argument("--no-colocated", action="store_true",
+                   help="skip the concurrency-1 pass with the proxy on the load's CPU")
+    p.add_argument("--quiet-wait", type=float, default=d.quiet_wait_s,
+                   help="before each phase, wait up to this many seconds for other processes to go quiet")
     p.add_argument("--json", type=Path, help="also write the report as JSON here")
     p.add_argument("--markdown", action="store_true", help="print Markdown tables (default: also)")
     return p.parse_args(argv)
@@ -330,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrencies=tuple(int(c) for c in a.concurrency.split(",") if c),
         modes=tuple(m for m in a.modes.split(",") if m), chunks=a.chunks, chunk_delay_ms=a.chunk_delay_ms,
         latency_ms=a.latency_ms, archive_concurrency=a.archive_concurrency or None, pin=not a.no_pin,
+        colocated=not a.no_colocated, quiet_wait_s=a.quiet_wait,
     )
     report = run_benchmark(opts)
     print(markdown(report))

@@ -33,10 +33,12 @@ from bench.harness import (
     MODEL,
     MODEL_NOUSAGE,
     PROXY_CPU,
+    ForeignCpu,
     MockProcess,
     ProxyProcess,
     can_pin,
     chat_request,
+    cpu_seconds,
     git_commit,
     json_validator,
     machine_info,
@@ -63,6 +65,8 @@ class SoakReport:
     wall_s: float
     samples: list[tuple[float, int, float]] = field(default_factory=list)  # (t, requests done, RSS MiB)
     error_samples: list[str] = field(default_factory=list)
+    foreign_cpu_pct: float = 0.0  # CPU other processes used meanwhile (% of one CPU)
+    proxy_cpu_s: float = 0.0
 
     def _after_warmup(self) -> list[tuple[float, int, float]]:
         cut = self.requests * WARMUP_FRACTION
@@ -182,7 +186,11 @@ def run_soak(requests: int, concurrency: int = 16, sample_s: float = 1.0, chunks
                     await sampling
 
             before = mock.chat_requests()
+            foreign = ForeignCpu([os.getpid(), mock.proc.pid, pid])
+            cpu0 = cpu_seconds(pid)
             result = loop.run_until_complete(soak())
+            proxy_cpu = cpu_seconds(pid) - cpu0
+            foreign_pct = foreign.percent()
             upstream = mock.chat_requests() - before
             wall = time.perf_counter() - started
             samples.append((wall, result.requests, rss_mb(pid)))  # type: ignore[attr-defined]
@@ -192,6 +200,7 @@ def run_soak(requests: int, concurrency: int = 16, sample_s: float = 1.0, chunks
             return SoakReport(
                 requests=result.requests, errors=result.errors, upstream_requests=upstream,  # type: ignore[attr-defined]
                 usage_rows=rows, wall_s=wall, samples=samples, error_samples=result.error_samples,  # type: ignore[attr-defined]
+                foreign_cpu_pct=foreign_pct, proxy_cpu_s=proxy_cpu,
             )
         finally:
             if proxy is not None:
@@ -209,14 +218,15 @@ def describe(report: SoakReport, concurrency: int, archive: bool) -> str:
         f"Commit `{git_commit()}`; {m['nproc']} CPUs, {m['cpu']}, Python {m['python']}; "
         f"concurrency {concurrency}, archive {'on' if archive else 'off'}.",
         "",
-        "| requests | errors | upstream/client | usage rows | wall s | req/s | RSS start MiB | steady RSS MiB "
-        "| peak RSS MiB | growth MiB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| requests | errors | upstream/client | usage rows | wall s | req/s | proxy CPU ms/req | RSS start MiB "
+        "| steady RSS MiB | peak RSS MiB | growth MiB | other processes' CPU |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {report.requests} | {report.errors} | "
         f"{report.upstream_requests / report.requests if report.requests else float('nan'):.3f} | "
         f"{report.usage_rows} | {report.wall_s:.0f} | {report.requests / report.wall_s:.0f} | "
+        f"{1000 * report.proxy_cpu_s / max(1, report.requests):.3f} | "
         f"{report.samples[0][2]:.1f} | {report.steady_rss_mb:.1f} | {report.peak_rss_mb:.1f} | "
-        f"{report.growth_mb:+.1f} |",
+        f"{report.growth_mb:+.1f} | {report.foreign_cpu_pct:.0f}% |",
         "",
         "RSS by requests done: " + ", ".join(
             f"{n // 1000}k: {rss:.1f}" for _, n, rss in _spread(report.samples, 11)

@@ -8,7 +8,8 @@ from bench.soak import run_soak
 
 def test_benchmark_runs_clean_through_the_real_proxy() -> None:
     opts = Options(duration_s=0.3, max_requests=40, warmup=5, concurrencies=(1, 4), chunks=4,
-                   chunk_delay_ms=0.0, archive_concurrency=2, settle_s=0.05)
+                   chunk_delay_ms=0.0, archive_concurrency=2, settle_s=0.05,
+                   quiet_wait_s=0.0)
     report = run_benchmark(opts, progress=False)
     targets = {(p.mode, p.concurrency, p.target) for p in report.phases}
     assert ("stream", 4, "proxy") in targets and ("json", 2, "proxy+archive") in targets
