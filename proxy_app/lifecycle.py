@@ -51,7 +51,11 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     usage.start()
     archive.start()
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-    session = aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False)
+    # No cookie jar: one client's upstream cookies must not ride along on another key's calls
+    # (and filtering cookies was a cost on every request).
+    session = aiohttp.ClientSession(
+        connector=connector, auto_decompress=True, trust_env=False, cookie_jar=aiohttp.DummyCookieJar()
+    )
     state = ProxyState(
         settings=settings, config=config, session=session, usage=usage, archive=archive, tokens=tokens,
         limiter=limiter,
