@@ -77,10 +77,12 @@ async def close_websockets(app: web.Application) -> None:
     # Waiting on the writer threads blocks: do it on a worker, never on the loop.
     await loop.run_in_executor(None, state.usage.wait_idle, SHUTDOWN_DRAIN_S)
     await loop.run_in_executor(None, state.archive.wait_idle, SHUTDOWN_DRAIN_S)
-    await asyncio.gather(
-        *(s.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down") for s in sessions),
-        return_exceptions=True,
-    )
+    closes = [
+        asyncio.ensure_future(s.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down"))
+        for s in sessions
+    ]
+    # Bounded: a client that stops reading must not hold up shutdown (the server drops it later).
+    await asyncio.wait(closes, timeout=CLOSE_TIMEOUT_S * 2)
     log.info("closed %d WebSocket session(s) for shutdown", len(sessions))
 
 
