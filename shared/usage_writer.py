@@ -50,6 +50,7 @@ class UsageWriter:
         self._pending_lock = threading.Lock()
         self._idle = threading.Condition(self._pending_lock)
         self._stopping = threading.Event()
+        self._last_write = 0.0
         self.written = 0
 
     def start(self) -> None:
@@ -92,13 +93,15 @@ class UsageWriter:
             else:
                 batch.append(item)
             stopping = self._drain(batch) or stopping
-            if not stopping and len(batch) < self._batch_size:
-                # Linger one interval so a trickle of rows shares one transaction instead of
-                # paying a commit per row; a full batch (high load) or stop() cuts it short.
-                self._stopping.wait(self._interval)
+            linger = self._interval - (time.monotonic() - self._last_write)
+            if not stopping and len(batch) < self._batch_size and linger > 0:
+                # Under steady traffic, at most one transaction per interval (a commit per row
+                # cost more than the request); after a quiet interval, rows go out at once.
+                self._stopping.wait(linger)
                 stopping = self._drain(batch)
             if batch:
                 self._write_with_retry(batch, final=stopping)
+                self._last_write = time.monotonic()
 
     def _drain(self, batch: list[Record]) -> bool:
         """Move what is already queued into `batch`, up to one batch; True when _STOP was seen."""

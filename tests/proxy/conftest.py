@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from proxy_app.keys import STATE
 from shared.db import make_engine
 from shared.models import UsageRecord
 from shared.settings import Settings
@@ -48,8 +49,7 @@ class Gateway:
             return list(s.scalars(select(UsageRecord).order_by(UsageRecord.id)))
 
     def wait_rows(self, n: int, timeout: float = 10.0) -> list[UsageRecord]:
-        """Wait (bounded) until at least n usage rows are written."""
-        self.proxy.app  # keep a reference for readability
+        """Wait (bounded) until at least n usage rows are written and none is still queued."""
         import time
 
         deadline = time.monotonic() + timeout
@@ -58,6 +58,8 @@ class Gateway:
                 if (s.scalar(select(func.count()).select_from(UsageRecord)) or 0) >= n:
                     break
             time.sleep(0.05)
+        # The writer batches rows over its flush interval: let it finish what was submitted.
+        self.proxy.app[STATE].usage.wait_idle(max(0.0, deadline - time.monotonic()))
         return self.usage_rows()
 
 
