@@ -21,7 +21,7 @@ from proxy_app.errors import (
 from proxy_app.exchange import ChatCall, finish, finish_detached, prepare_call, proxy_error_status, release
 from proxy_app.keys import CLIENT_KEY, STATE
 from proxy_app.meter import Meter
-from proxy_app.sse import iter_events, parse_event
+from proxy_app.sse import iter_event_batches, parse_event
 from proxy_app.state import ProxyState
 from proxy_app.upstream import UpstreamReply, open_upstream
 
@@ -143,22 +143,31 @@ async def _relay_stream(
     delivered = False
     try:
         await out.prepare(request)
-        async for raw in iter_events(upstream.content.iter_any()):
-            obj = parse_event(raw)
-            if isinstance(obj, dict):
-                meter.take_usage(obj)
-                if not call.client_wants_usage and obj.get("usage"):
-                    choices = obj.get("choices")
-                    if not choices:
-                        continue  # the usage-only chunk we asked for; the client did not
-                    # Some upstreams attach usage to a content chunk: strip just that field.
-                    obj = {k: v for k, v in obj.items() if k != "usage"}
-                    raw = b"data: " + orjson.dumps(obj) + b"\n\n"
-            await out.write(raw)
+        # The events of one upstream read go out in one write: as prompt as one write per
+        # event, without a syscall and a chunk header for each.
+        async for events in iter_event_batches(upstream.content.iter_any()):
+            batch: list[bytes] = []
+            chunks: list[dict[str, Any]] = []
+            for raw in events:
+                obj = parse_event(raw)
+                if isinstance(obj, dict):
+                    meter.take_usage(obj)
+                    if not call.client_wants_usage and obj.get("usage"):
+                        choices = obj.get("choices")
+                        if not choices:
+                            continue  # the usage-only chunk we asked for; the client did not
+                        # Some upstreams attach usage to a content chunk: strip just that field.
+                        obj = {k: v for k, v in obj.items() if k != "usage"}
+                        raw = b"data: " + orjson.dumps(obj) + b"\n\n"
+                    chunks.append(obj)
+                batch.append(raw)
+            if not batch:
+                continue
+            await out.write(batch[0] if len(batch) == 1 else b"".join(batch))
             if meter.ttft_ms is None:
                 meter.ttft_ms = (time.perf_counter() - call.started) * 1000.0
             delivered = True
-            if isinstance(obj, dict):
+            for obj in chunks:
                 meter.add_chunk(obj)
         await out.write_eof()
     except (ConnectionResetError, asyncio.CancelledError) as exc:

@@ -21,14 +21,12 @@ def _boundary(buf: bytes | bytearray, start: int) -> tuple[int, int]:
 
 def parse_event(raw: bytes) -> Any:
     """The JSON object in an event's data lines, DONE, or None (comment, non-JSON)."""
-    data: list[bytes] = []
-    for line in raw.splitlines():
-        if line.startswith(b"data:"):
-            value = line[5:]
-            data.append(value[1:] if value.startswith(b" ") else value)
-    if not data:
-        return None
-    payload = b"\n".join(data).strip()
+    if raw.startswith(b"data: ") and raw.find(b"\n", 6) >= len(raw) - 3:
+        payload = raw[6:].strip()  # the usual event: one data line
+    else:
+        payload = _data_payload(raw)
+        if payload is None:
+            return None
     if payload == b"[DONE]":
         return DONE
     try:
@@ -37,19 +35,40 @@ def parse_event(raw: bytes) -> Any:
         return None
 
 
-async def iter_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Yield each complete event (with its trailing blank line) as soon as it has arrived."""
+def _data_payload(raw: bytes) -> bytes | None:
+    data: list[bytes] = []
+    for line in raw.splitlines():
+        if line.startswith(b"data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(b" ") else value)
+    if not data:
+        return None
+    return b"\n".join(data).strip()
+
+
+async def iter_event_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
+    """Yield the complete events (each with its trailing blank line) of every read as soon as it has arrived."""
     buf = bytearray()
     async for chunk in chunks:
         buf += chunk
+        events: list[bytes] = []
         start = 0
         while True:
             idx, sep = _boundary(buf, start)
             if idx == -1:
                 break
-            yield bytes(buf[start:idx + sep])
+            events.append(bytes(buf[start:idx + sep]))
             start = idx + sep
         if start:
             del buf[:start]
+        if events:
+            yield events
     if buf.strip():
-        yield bytes(buf) + b"\n\n"
+        yield [bytes(buf) + b"\n\n"]
+
+
+async def iter_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Yield each complete event (with its trailing blank line) as soon as it has arrived."""
+    async for events in iter_event_batches(chunks):
+        for event in events:
+            yield event
