@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from admin_app import access_log, auth, errors
     from admin_app import audit, health, key_quota, keys, openapi, provider_models, providers, stats  # noqa: F401
+    from admin_app import key_usage, usage  # noqa: F401
     from admin_app.api import bp
 
     access_log.init_app(app)

@@ -41,6 +41,13 @@ from admin_app.schemas.providers import (
 )
 from admin_app.schemas.key_quota import KeyDetailSchema, KeyQuotaSchema
 from admin_app.schemas.stats import ConversationStatsSchema, StatsQuerySchema, TotalStatsSchema
+from admin_app.schemas.usage import (
+    ExportQuerySchema,
+    KeyUsageQuerySchema,
+    KeyUsageSchema,
+    UsageQuerySchema,
+    UsageReportSchema,
+)
 
 API_TITLE = "NexusAI admin API"
 API_VERSION = "1.0.0"
@@ -84,6 +91,9 @@ OPERATIONS: dict[str, Operation] = {
     "rotate_key": Operation(KeyIssuedSchema, body=KeyRotateSchema, body_required=False, tag="keys"),
     "total": Operation(TotalStatsSchema, query=StatsQuerySchema, tag="stats"),
     "conversation": Operation(ConversationStatsSchema, query=StatsQuerySchema, tag="stats"),
+    "usage_report": Operation(UsageReportSchema, query=UsageQuerySchema, tag="stats"),
+    "usage_export": Operation(query=ExportQuerySchema, tag="stats"),
+    "key_usage": Operation(KeyUsageSchema, query=KeyUsageQuerySchema, tag="stats"),
     "list_audit": Operation(AuditEntrySchema, many=True, query=AuditQuerySchema, tag="audit"),
     "health": Operation(tag="meta"),
     "openapi_document": Operation(tag="meta"),

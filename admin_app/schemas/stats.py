@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_load, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from admin_app.schemas.fields import INT32_MAX, Text
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class DayOrInstant(fields.Field):
         return bound
 
 
-class StatsQuerySchema(Schema):
+class RangeQuerySchema(Schema):
     """`?start_date=&end_date=`: both inclusive; a bare end date includes that whole day."""
 
     start_date = DayOrInstant(metadata={"type": "string", "example": "2026-11-01"})
@@ -57,26 +59,79 @@ class StatsQuerySchema(Schema):
 
     @post_load
     def _to_range(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        start, end = data.get("start_date"), data.get("end_date")
+        start, end = data.pop("start_date", None), data.pop("end_date", None)
         return {
+            **data,
             "start": start.at if start else None,
             "end_before": _end_exclusive(end) if end else None,
         }
+
+
+def id_filter(description: str) -> fields.Integer:
+    """An optional positive id in a query string."""
+    return fields.Integer(
+        validate=validate.Range(min=1, max=INT32_MAX), load_default=None, metadata={"description": description}
+    )
+
+
+def model_filter() -> Text:
+    """An optional model name in a query string."""
+    return Text(
+        validate=validate.Length(min=1, max=200), load_default=None,
+        metadata={"description": "Only usage of this model name (as clients ask for it)."},
+    )
+
+
+class StatsQuerySchema(RangeQuerySchema):
+    """Date range plus `key_id`, `provider_id` and `model` filters (each optional)."""
+
+    key_id = id_filter("Only usage of this client key.")
+    provider_id = id_filter("Only usage served by this provider.")
+    model = model_filter()
 
 
 def _end_exclusive(bound: DateBound) -> datetime:
     return bound.at + (timedelta(days=1) if bound.whole_day else timedelta(microseconds=1))
 
 
-class FiguresSchema(Schema):
-    """Totals over a set of usage records."""
+COST_DOC = (
+    "Exact sum rendered as a JSON number: the nearest double, whose shortest text equals the exact "
+    "decimal while the total stays below $1000; use cost_usd_exact for billing."
+)
+
+
+class DayFiguresSchema(Schema):
+    """Totals over a set of usage records (without a p95)."""
 
     requests = fields.Integer()
     prompt_tokens = fields.Integer()
     completion_tokens = fields.Integer()
     total_tokens = fields.Integer()
     errors = fields.Integer(metadata={"description": "Requests answered with status >= 400."})
-    cost_usd = fields.Float(metadata={"description": "Exact sum, rendered as a JSON number."})
+    cost_usd = fields.Float(metadata={"description": COST_DOC})
+    cost_usd_exact = fields.String(
+        metadata={"description": "The exact cost in USD as a decimal string with 12 places."}
+    )
+    success_rate = fields.Float(
+        allow_none=True,
+        metadata={"description": "Percent of requests answered below 400, two places; null without requests."},
+    )
+    avg_latency_ms = fields.Float(
+        allow_none=True,
+        metadata={"description": "Mean latency in ms (each taken to the microsecond), three places."},
+    )
+
+
+class FiguresSchema(DayFiguresSchema):
+    """Totals over a set of usage records."""
+
+    p95_latency_ms = fields.Float(
+        allow_none=True,
+        metadata={
+            "description": "Nearest-rank 95th percentile of the recorded latencies: the value at rank "
+            "ceil(0.95 n) in ascending order; null without requests."
+        },
+    )
 
 
 class TotalStatsSchema(FiguresSchema):
@@ -84,6 +139,10 @@ class TotalStatsSchema(FiguresSchema):
 
     by_provider = fields.Dict(keys=fields.String(), values=fields.Nested(FiguresSchema))
     by_model = fields.Dict(keys=fields.String(), values=fields.Nested(FiguresSchema))
+    by_key = fields.Dict(
+        keys=fields.String(metadata={"description": "Client key id ('none' for requests without one)."}),
+        values=fields.Nested(FiguresSchema),
+    )
 
 
 class ConversationStatsSchema(FiguresSchema):
@@ -93,3 +152,4 @@ class ConversationStatsSchema(FiguresSchema):
     first_at = fields.DateTime()
     last_at = fields.DateTime()
     models = fields.List(fields.String())
+    by_model = fields.Dict(keys=fields.String(), values=fields.Nested(FiguresSchema))

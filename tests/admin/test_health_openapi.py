@@ -23,6 +23,9 @@ SEED_PATHS = {
     "/keys/{key_id}/quota": {"get"},
     "/stats/total": {"get"},
     "/stats/conversation/{conversation_id}": {"get"},
+    "/keys/{key_id}/usage": {"get"},
+    "/usage": {"get"},
+    "/usage/export": {"get"},
     "/audit": {"get"},
     "/health": {"get"},
     "/openapi.json": {"get"},
@@ -69,7 +72,7 @@ def test_openapi_document(admin: AdminClient) -> None:
     assert body_schema == {"$ref": "#/components/schemas/ProviderIn"}
     assert "201" in create["responses"] and "400" in create["responses"]
     stats_params = {p["name"] for p in doc["paths"]["/stats/total"]["get"]["parameters"]}
-    assert stats_params == {"start_date", "end_date"}
+    assert stats_params == {"start_date", "end_date", "key_id", "provider_id", "model"}
     assert doc["paths"]["/health"]["get"]["security"] == []
     # Every $ref resolves.
     for ref in _refs(doc):

@@ -16,7 +16,10 @@ from tests.admin.conftest import SEED_PROVIDER, AdminClient, assert_error
 
 pytestmark = pytest.mark.db
 
-FIGURES = {"requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors", "cost_usd"}
+FIGURES = {
+    "requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors", "cost_usd", "cost_usd_exact",
+    "success_rate", "avg_latency_ms", "p95_latency_ms",
+}
 
 
 def _at(text: str) -> datetime:
@@ -68,13 +71,14 @@ def test_empty_database(admin: AdminClient) -> None:
     body = admin.ok("GET", "/stats/total")
     assert body == {
         "requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "errors": 0,
-        "cost_usd": 0, "by_provider": {}, "by_model": {},
+        "cost_usd": 0, "cost_usd_exact": "0.000000000000", "success_rate": None, "avg_latency_ms": None,
+        "p95_latency_ms": None, "by_provider": {}, "by_model": {}, "by_key": {},
     }
 
 
 def test_total_with_breakdowns(usage: AdminClient) -> None:
     body = usage.ok("GET", "/stats/total")
-    assert set(body) == FIGURES | {"by_provider", "by_model"}
+    assert set(body) == FIGURES | {"by_provider", "by_model", "by_key"}
     assert _tokens(body) == (4, 130, 55, 185)
     assert body["errors"] == 2
     assert body["cost_usd"] == _cost("0.000123456789", "0.1", "1.000000000001")
@@ -87,8 +91,12 @@ def test_total_with_breakdowns(usage: AdminClient) -> None:
     assert body["by_provider"]["local"]["total_tokens"] == 150
     assert body["by_provider"]["unknown"] == {
         "requests": 1, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "errors": 1,
-        "cost_usd": 0,
+        "cost_usd": 0, "cost_usd_exact": "0.000000000000", "success_rate": 0.0, "avg_latency_ms": 0.0,
+        "p95_latency_ms": 0.0,
     }
+    assert body["by_key"] == {"none": {k: v for k, v in body.items() if k in FIGURES}}
+    assert body["cost_usd_exact"] == "1.100123456790"
+    assert body["success_rate"] == 50.0
     by_model = {m: f["requests"] for m, f in body["by_model"].items()}
     assert by_model == {"gpt-4": 1, "gpt-4o": 1, "llama3": 1, "nope": 1}
     assert body["by_model"]["llama3"]["cost_usd"] == _cost("1.000000000001")
@@ -127,13 +135,17 @@ def test_date_filters(usage: AdminClient, query: str, expected: set[str]) -> Non
 
 def test_conversation(usage: AdminClient) -> None:
     body = usage.ok("GET", "/stats/conversation/c1")
-    assert set(body) == FIGURES | {"conversation_id", "first_at", "last_at", "models"}
+    assert set(body) == FIGURES | {"conversation_id", "first_at", "last_at", "models", "by_model"}
     assert body["conversation_id"] == "c1"
     assert _tokens(body) == (2, 30, 5, 35)
     assert body["errors"] == 1 and body["cost_usd"] == _cost("0.000123456789", "0.1")
     assert body["first_at"] in {"2026-05-01T10:00:00+00:00", "2026-05-01T10:00:00Z"}
     assert body["last_at"] in {"2026-05-01T12:00:00+00:00", "2026-05-01T12:00:00Z"}
     assert body["models"] == ["gpt-4", "gpt-4o"]
+    assert body["cost_usd_exact"] == "0.100123456789"
+    assert set(body["by_model"]) == {"gpt-4", "gpt-4o"}
+    assert body["by_model"]["gpt-4"]["cost_usd_exact"] == "0.000123456789"
+    assert body["by_model"]["gpt-4o"]["errors"] == 1 and body["by_model"]["gpt-4o"]["success_rate"] == 0.0
 
     narrowed = usage.ok("GET", "/stats/conversation/c1?start_date=2026-05-01T11:00:00")
     assert narrowed["requests"] == 1 and narrowed["models"] == ["gpt-4o"]
