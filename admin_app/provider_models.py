@@ -1,10 +1,14 @@
 """`/provider_models` and `/providers/<id>/models`: the models a provider serves, with prices.
 
 An unknown `provider_id` in a body is bad input (400, field error under
-`details.provider_id`); an unknown id in the URL is a 404.
+`details.provider_id`); an unknown id in the URL is a 404. A model created
+without prices gets the built-in list prices of `shared/price_list.py` when
+its upstream or model name is known there.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from flask import Response, jsonify
 from sqlalchemy import select
@@ -23,6 +27,7 @@ from admin_app.schemas.provider_models import (
     ProviderModelQuerySchema,
 )
 from shared.models import Provider, ProviderModel
+from shared.price_list import list_price
 
 RESOURCE = "provider_model"
 
@@ -42,6 +47,20 @@ def _check_pair_free(provider_id: int, model_name: str, model_id: int | None = N
         raise Conflict(
             f"Provider {provider_id} already has a model named {model_name!r}", code="duplicate_model_name"
         )
+
+
+def fill_list_prices(data: dict[str, Any]) -> None:
+    """Give each price the body leaves out its list price (shared/price_list.py); given ones, null included, win."""
+    price = list_price(data.get("upstream_name"), data["model_name"])
+    if price is None:
+        return
+    for field, value in (
+        ("input_price", price.input),
+        ("output_price", price.output),
+        ("cached_input_price", price.cached_input),
+    ):
+        if field not in data and value is not None:
+            data[field] = value
 
 
 def _list(provider_id: int | None, limit: int | None, offset: int) -> Response:
@@ -72,6 +91,7 @@ def create_model() -> tuple[Response, int]:
     data = load_body(model_in)
     check_provider_ids([data["provider_id"]], field="provider_id")
     _check_pair_free(data["provider_id"], data["model_name"])
+    fill_list_prices(data)
     row = ProviderModel(**data)
     db.session.add(row)
     db.session.flush()

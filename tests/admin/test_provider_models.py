@@ -29,7 +29,9 @@ def test_seed_create_and_defaults(admin: AdminClient, provider: dict[str, Any], 
     assert model["model_name"] == "gpt-4" and model["description"] == "GPT-4 model"
     assert model["upstream_name"] == "gpt-4"  # defaults to model_name ...
     assert dump_db()["provider_model"][0][3] is None  # ... stored as NULL
-    assert model["input_price"] is None and model["context_length"] is None and model["enabled"] is True
+    assert model["context_length"] is None and model["enabled"] is True
+    # No prices given: gpt-4's built-in list prices (shared/price_list.py) fill them.
+    assert (model["input_price"], model["output_price"], model["cached_input_price"]) == (30.0, 60.0, None)
 
 
 def test_prices_accept_numbers_and_strings_and_come_back_as_numbers(
