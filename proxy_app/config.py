@@ -179,6 +179,7 @@ class ConfigStore:
         self.snapshot = Snapshot()
         self.on_load = on_load
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def load(self) -> None:
         """Load the snapshot now, off the loop."""
@@ -195,18 +196,20 @@ class ConfigStore:
         self._task = asyncio.create_task(self._poll(), name="config-poller")
 
     async def stop(self) -> None:
-        """Stop polling."""
+        """Stop polling, letting a query already on its worker thread finish first."""
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            # Cancelling would abandon a running DB call and leak its connection past dispose().
+            await self._task
 
     async def _poll(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.poll_interval_s)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.poll_interval_s)
+                return
+            except asyncio.TimeoutError:
+                pass
             try:
                 version = await loop.run_in_executor(None, read_version, self.engine)
                 if version != self.snapshot.version:

@@ -136,6 +136,7 @@ class Settings:
             upstream_max_attempts=_int("UPSTREAM_MAX_ATTEMPTS", get("UPSTREAM_MAX_ATTEMPTS", "3"), 1),
             ws_max_message_bytes=_int("WS_MAX_MESSAGE_BYTES", get("WS_MAX_MESSAGE_BYTES", str(1024 * 1024)), 1),
             ws_max_concurrent_chats=_int("WS_MAX_CONCURRENT_CHATS", get("WS_MAX_CONCURRENT_CHATS", "4"), 1),
+            ws_auth_timeout_s=_float("WS_AUTH_TIMEOUT_S", get("WS_AUTH_TIMEOUT_S", "10")),
             default_reserve_tokens=_int("DEFAULT_RESERVE_TOKENS", get("DEFAULT_RESERVE_TOKENS", "4096"), 1),
             admin_workers=_int("ADMIN_WORKERS", get("ADMIN_WORKERS", "2"), 1),
         )

@@ -48,6 +48,13 @@ class Gateway:
         with Session(self.engine) as s:
             return list(s.scalars(select(UsageRecord).order_by(UsageRecord.id)))
 
+    def flushed_rows(self, timeout: float = 10.0) -> list[UsageRecord]:
+        """Every usage row once the proxy's writer has written all it was handed."""
+        from proxy_app.keys import STATE
+
+        assert self.proxy.app[STATE].usage.wait_idle(timeout)
+        return self.usage_rows()
+
     def wait_rows(self, n: int, timeout: float = 10.0) -> list[UsageRecord]:
         """Wait (bounded) until at least n usage rows are written and none is still queued."""
         import time

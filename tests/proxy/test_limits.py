@@ -94,7 +94,7 @@ async def test_token_quota_holds_under_concurrency_and_survives_restart(make_gat
     reservation = 300 + gw.proxy.app[STATE].tokens.count_messages(MESSAGES, "gpt-4o-mini")
     for _ in range(4):  # waves of 50 concurrent requests until the quota is spent
         await fire(gw, 50, body)
-    rows = gw.wait_rows(1)
+    rows = gw.flushed_rows()
     used = sum(r.total_tokens for r in rows if r.status_code == 200)
     assert 1000 <= used <= 1000 + reservation
     assert post(gw, max_tokens=300).json()["error"]["code"] == "insufficient_quota"

@@ -14,6 +14,7 @@ import requests
 from shared.tokens import TokenCounter
 from tests.proxy.conftest import Gateway
 from tests.support.fake_upstream import Scenario
+from tests.support.seed import add_model
 
 pytestmark = pytest.mark.db
 
@@ -143,13 +144,18 @@ async def test_two_hundred_concurrent_requests_make_two_hundred_exact_rows(gatew
     up = gateway.upstream
     up.scenarios["gpt-3.5-turbo"] = Scenario(status=500)
     up.default = Scenario(chunk_delay_s=0.01)
+    # Aborted streams are slow enough that the client really leaves mid-reply.
+    add_model(gateway.engine, gateway.provider_id, "abort-model", upstream_name="abort-model")
+    up.scenarios["abort-model"] = Scenario(chunk_delay_s=0.2, report_usage=False)
+    await asyncio.sleep(0.6)  # the proxy picks the new model up
     counter = TokenCounter()
-    aborted_prompt = counter.count_messages(MESSAGES, "gpt-4o-mini")
-    full_reply = counter.count_text(Scenario().reply, "gpt-4o-mini")
+    aborted_prompt = counter.count_messages(MESSAGES, "abort-model")
+    full_reply = counter.count_text(Scenario().reply, "abort-model")
 
     async def one(session: aiohttp.ClientSession, i: int) -> str:
         kind = ("json", "stream", "abort", "fail")[i % 4]
-        body = {"model": "gpt-3.5-turbo" if kind == "fail" else "gpt-4o-mini", "messages": MESSAGES,
+        model = {"fail": "gpt-3.5-turbo", "abort": "abort-model"}.get(kind, "gpt-4o-mini")
+        body = {"model": model, "messages": MESSAGES,
                 "stream": kind in ("stream", "abort")}
         async with session.post(gateway.url + "/v1/chat/completions", json=body, headers=gateway.headers()) as resp:
             if kind == "abort":
@@ -176,11 +182,6 @@ async def test_two_hundred_concurrent_requests_make_two_hundred_exact_rows(gatew
         elif kind == "fail":
             assert (row.status_code, row.total_tokens) == (500, 0)
         else:
-            assert row.status_code == 499
-            if row.token_source == "upstream":
-                # The whole reply and its usage chunk got out before the disconnect was seen.
-                assert (row.prompt_tokens, row.completion_tokens) == (17, 7)
-            else:
-                # Billed for what was written before the disconnect was seen: at least "Hello".
-                assert row.token_source == "estimated"
-                assert row.prompt_tokens == aborted_prompt and 1 <= row.completion_tokens <= full_reply
+            # Billed for what was written before the disconnect was seen: at least "Hello", not all.
+            assert (row.status_code, row.token_source) == (499, "estimated")
+            assert row.prompt_tokens == aborted_prompt and 1 <= row.completion_tokens < full_reply
