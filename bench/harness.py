@@ -256,10 +256,15 @@ class MockProcess:
 
 
 class ProxyProcess:
-    """`python run.py proxy` on a free loopback port, with everything under `workdir`."""
+    """`python run.py proxy` on a free loopback port, with everything under `workdir`.
+
+    `as_child=True` starts it the way `python run.py` starts its proxy child (see run.py's
+    spawn()): standalone, `run.py proxy` applies migrations in-process first, which
+    leaves Alembic (~11 MB) in the serving process.
+    """
 
     def __init__(self, workdir: Path, database_url: str, *, env: dict[str, str] | None = None,
-                 cpu: int | None = None) -> None:
+                 cpu: int | None = None, as_child: bool = False) -> None:
         self.port = free_port()
         self.workdir = workdir
         self.log_dir = workdir / "logs"
@@ -271,6 +276,10 @@ class ProxyProcess:
             ADMIN_TOKEN="", ARCHIVE_MESSAGES="0", LOG_LEVEL="INFO",
             DATA_DIR=str(workdir / "data"), LOG_DIR=str(self.log_dir), MESSAGES_DIR=str(workdir / "messages"),
         )
+        if as_child:
+            # Exactly how `python run.py` starts its proxy: the supervisor has already migrated,
+            # so the child skips Alembic (never imported), and it dies with its parent.
+            full_env["NEXUSAI_SUPERVISOR_PID"] = str(os.getpid())
         full_env.update(env or {})
         with open(workdir / f"proxy-{self.port}.stdout", "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(

@@ -134,7 +134,7 @@ def mixed_request(port: int, chunks: int) -> object:
 
 
 def run_soak(requests: int, concurrency: int = 16, sample_s: float = 1.0, chunks: int = 16,
-             archive: bool = False, pin: bool = True, progress: bool = True) -> SoakReport:
+             archive: bool = False, pin: bool = True, progress: bool = True, as_child: bool = False) -> SoakReport:
     """Run the soak; processes are always stopped."""
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     pinned = pin and can_pin()
@@ -148,7 +148,7 @@ def run_soak(requests: int, concurrency: int = 16, sample_s: float = 1.0, chunks
         try:
             seed_database(f"sqlite:///{db_path}", mock.url)
             proxy = ProxyProcess(workdir, f"sqlite:///{db_path}", env={"ARCHIVE_MESSAGES": "1" if archive else "0"},
-                                 cpu=PROXY_CPU if pinned else None)
+                                 cpu=PROXY_CPU if pinned else None, as_child=as_child)
             if pinned:
                 pin_self(LOAD_CPU)
             pid = proxy.pid
@@ -211,12 +211,13 @@ def run_soak(requests: int, concurrency: int = 16, sample_s: float = 1.0, chunks
                 os.sched_setaffinity(0, affinity)
 
 
-def describe(report: SoakReport, concurrency: int, archive: bool) -> str:
+def describe(report: SoakReport, concurrency: int, archive: bool, as_child: bool = False) -> str:
     """The soak's result as Markdown."""
     m = machine_info()
     lines = [
         f"Commit `{git_commit()}`; {m['nproc']} CPUs, {m['cpu']}, Python {m['python']}; "
-        f"concurrency {concurrency}, archive {'on' if archive else 'off'}.",
+        f"concurrency {concurrency}, archive {'on' if archive else 'off'}, proxy started "
+        f"{'as `python run.py` starts it (migrations already applied)' if as_child else 'standalone (`python run.py proxy`, migrating in-process)'}.",
         "",
         "| requests | errors | upstream/client | usage rows | wall s | req/s | proxy CPU ms/req | RSS start MiB "
         "| steady RSS MiB | peak RSS MiB | growth MiB | other processes' CPU |",
@@ -254,9 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunks", type=int, default=16)
     p.add_argument("--archive", action="store_true", help="run the proxy with ARCHIVE_MESSAGES=1")
     p.add_argument("--no-pin", action="store_true")
+    p.add_argument("--as-child", action="store_true",
+                   help="start the proxy as `python run.py` starts its child (no in-process migration)")
     a = p.parse_args(argv)
-    report = run_soak(a.requests, a.concurrency, a.sample_s, a.chunks, a.archive, not a.no_pin)
-    print(describe(report, a.concurrency, a.archive))
+    report = run_soak(a.requests, a.concurrency, a.sample_s, a.chunks, a.archive, not a.no_pin, as_child=a.as_child)
+    print(describe(report, a.concurrency, a.archive, a.as_child))
     return 0 if report.ok else 1
 
 
