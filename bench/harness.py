@@ -149,7 +149,9 @@ def machine_info() -> dict[str, str]:
 
 
 def git_commit() -> str:
-    """The commit measured (with `+dirty` when the tree has local changes)."""
+    """The commit measured (with `+dirty` when the tree has local changes); BENCH_COMMIT overrides."""
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
                                 capture_output=True, text=True, check=True).stdout.strip()
