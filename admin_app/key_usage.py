@@ -55,7 +55,7 @@ def key_usage(key_id: int) -> Response:
     db.session.rollback()  # the snapshot must begin with the report's first read
     begin_snapshot(db.session)
     window = window_from(args, start=start, end_before=end_before, key_id=key_id)
-    cell_sums = cells(db.session, window, by_day=True)
+    cell_sums = cells(db.session, window, by_day=True, dims=("model",))
     report = breakdown(cell_sums, {})
     total = report.total.sums
     per_day = daily_sums(cell_sums)

@@ -33,10 +33,10 @@ from admin_app.stats import window_from
 from shared.models import ApiKey, UsageRecord
 from shared.usage_figures import (
     Cells,
+    Group,
     Sums,
     Window,
     begin_snapshot,
-    breakdown,
     cells,
     cost_text,
     date_day,
@@ -127,9 +127,10 @@ def usage_report() -> Response:
     days = check_span(first, last_day(end_before, now))
     begin_snapshot(db.session)
     window = window_from(args, start=start, end_before=end_before)
-    cell_sums = cells(db.session, window, by_day=True)
-    total = breakdown(cell_sums, {}).total
-    per_day = daily_sums(cell_sums)
+    per_day = daily_sums(cells(db.session, window, by_day=True, dims=()))
+    total = Group("total")
+    for sums in per_day.values():
+        total.sums.add(sums)
     first_day = date_day(first)
     body: dict[str, Any] = {
         "period": args["period"],

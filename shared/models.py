@@ -195,6 +195,30 @@ class UsageRollup(Base):
     latency_us: Mapped[int] = mapped_column(BigInteger)
 
 
+class UsageRollupDaily(Base):
+    """The same sums per UTC day (days since 1970-01-01); kept by the same triggers (migration 0003).
+
+    Long windows read whole days here, whole hours at their ends from `usage_rollup`
+    and only the partial hours from usage_record.
+    """
+
+    __tablename__ = "usage_rollup_daily"
+    __table_args__ = (Index("ix_usage_rollup_daily_key_day", "key_id", "day"),)
+
+    day: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    key_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    total_tokens: Mapped[int] = mapped_column(BigInteger)
+    errors: Mapped[int] = mapped_column(BigInteger)
+    cost_usd: Mapped[Decimal] = mapped_column(Money)
+    latency_us: Mapped[int] = mapped_column(BigInteger)
+
+
 class AuditLog(Base):
     """Who changed what, when; secret values are never stored."""
 

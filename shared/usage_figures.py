@@ -1,15 +1,16 @@
-"""Usage figures for reports: exact sums from the hourly rollup, exact p95s from the raw rows.
+"""Usage figures for reports: exact sums from the rollups, exact p95s from the raw rows.
 
-Sums (requests, tokens, errors, cost, latency) come from `usage_rollup`, which
-database triggers keep equal to `usage_record` (migration 0002). A window
-whose bounds are not whole UTC hours reads its two partial hours from the raw
-rows and the whole hours in between from the rollup, so any window costs a
-few thousand rollup rows plus at most two hours of raw rows. Conversation
-figures have no rollup and are summed from the raw rows.
+Sums (requests, tokens, errors, cost, latency) come from `usage_rollup_daily`
+and `usage_rollup` (hourly), which database triggers keep equal to
+`usage_record` (migrations 0002, 0003). A window reads whole UTC days from the
+daily table, whole hours at its ends from the hourly one, and only its partial
+hours from the raw rows, so any window costs a few thousand rollup rows plus
+at most two hours of raw rows. Conversation figures have no rollup and are
+summed from the raw rows.
 
 Every sum is an integer in SQL (cost as scaled 12-place integers, latency as
 whole microseconds: floor(ms * 1000 + 0.5)), so SQLite and PostgreSQL agree
-to the last digit. Daily buckets are UTC days: hour // 24.
+to the last digit. Daily buckets are UTC days.
 
 p95 is the nearest-rank percentile of the recorded `latency_ms` values: with
 n requests, the value at rank ceil(0.95 n) in ascending order, i.e. offset
@@ -18,6 +19,9 @@ covering index from the top (`ORDER BY latency_ms DESC LIMIT 1 OFFSET k`):
 about 5% of a group's rows, never a sort of the window. SQLite is told which
 index to walk (INDEXED BY); PostgreSQL's planner chooses. The value returned
 is a stored value, so it is identical on both backends.
+
+Reads of one report should share a snapshot (`begin_snapshot`), or rows
+written between the sums and the p95 walk would shift the rank.
 
 Imports SQLAlchemy only.
 """
@@ -51,7 +55,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.selectable import Alias
 
-from shared.models import Provider, UsageRecord, UsageRollup
+from shared.models import Provider, UsageRecord, UsageRollup, UsageRollupDaily
 from shared.types import COST_PLACES
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -173,18 +177,6 @@ Cells = dict[CellKey, Sums]
 # --- time buckets -------------------------------------------------------------------------------
 
 
-def hour_of(instant: datetime) -> tuple[int, bool]:
-    """The UTC hour number holding `instant`, and whether `instant` is exactly its start."""
-    seconds = (instant - EPOCH) // timedelta(microseconds=1)
-    hour, rest = divmod(seconds, HOUR_S * 1_000_000)
-    return hour, rest == 0
-
-
-def hour_start(hour: int) -> datetime:
-    """The instant an hour number starts."""
-    return EPOCH + timedelta(hours=hour)
-
-
 def day_date(day: int) -> date:
     """Days since 1970-01-01 as a date."""
     return EPOCH_DAY + timedelta(days=day)
@@ -220,8 +212,7 @@ def _raw_sums_columns(dialect: Dialect) -> list[ColumnElement[Any]]:
     ]
 
 
-def _rollup_sums_columns() -> list[ColumnElement[Any]]:
-    r = UsageRollup
+def _rollup_sums_columns(r: type[UsageRollup] | type[UsageRollupDaily]) -> list[ColumnElement[Any]]:
     return [
         func.sum(r.requests).label("requests"),
         func.sum(r.prompt_tokens).label("prompt_tokens"),
@@ -235,7 +226,7 @@ def _rollup_sums_columns() -> list[ColumnElement[Any]]:
 
 def _sums(row: Any) -> Sums:
     return Sums(
-        requests=int(row.requests),
+        requests=int(row.requests or 0),
         prompt_tokens=int(row.prompt_tokens or 0),
         completion_tokens=int(row.completion_tokens or 0),
         total_tokens=int(row.total_tokens or 0),
@@ -264,56 +255,67 @@ def raw_conditions(t: FromClause, window: Window, start: datetime | None, end_be
     return conditions
 
 
-def _rollup_conditions(window: Window, first_hour: int | None, end_hour: int | None) -> list[ColumnElement[bool]]:
-    r = UsageRollup
-    conditions: list[ColumnElement[bool]] = []
-    if first_hour is not None:
-        conditions.append(r.hour >= first_hour)
-    if end_hour is not None:
-        conditions.append(r.hour < end_hour)
-    if window.key_id is not None:
-        conditions.append(r.key_id == window.key_id)
-    if window.provider_id is not None:
-        conditions.append(r.provider_id == window.provider_id)
-    if window.model is not None:
-        conditions.append(r.model == window.model)
-    return conditions
-
-
 # --- sums per cell ------------------------------------------------------------------------------
 
+ALL_DIMS = ("key_id", "provider_id", "provider_name", "model")
+_HOUR_US = HOUR_S * 1_000_000
 
-def cells(session: Session, window: Window, *, by_day: bool = False) -> Cells:
-    """Sums of `window` per (key, provider id, provider name, model[, UTC day])."""
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _us(instant: datetime) -> int:
+    return (instant - EPOCH) // timedelta(microseconds=1)
+
+
+def _instant(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def cells(
+    session: Session, window: Window, *, by_day: bool = False, dims: Sequence[str] = ALL_DIMS
+) -> Cells:
+    """Sums of `window` per distinct `dims` (and UTC day); dimensions not asked for are None.
+
+    [start, end) is cut into: the partial hour at the start (raw rows), whole
+    hours up to the first midnight (hourly rollup), whole days (daily rollup),
+    whole hours after the last midnight (hourly), the partial hour at the end (raw).
+    """
     out: Cells = {}
     start, end = window.start, window.end_before
     if window.conversation_id is not None:
         if by_day:
             raise ValueError("conversation figures have no daily split")
-        _add_raw(session, out, window, start, end, None)
+        _add_raw(session, out, window, start, end, None, dims)
         return out
     if start is not None and end is not None and end <= start:
         return out
-    # Whole hours [low, high) come from the rollup, the partial hours at either end from raw rows.
-    low = high = None
-    start_hour = end_hour = 0
-    start_partial = end_partial = False
-    if start is not None:
-        start_hour, aligned = hour_of(start)
-        start_partial = not aligned
-        low = start_hour + 1 if start_partial else start_hour
-    if end is not None:
-        end_hour, aligned = hour_of(end)
-        end_partial = not aligned
-        high = end_hour
-    if start is not None and start_partial:
-        stop = hour_start(start_hour + 1) if end is None else min(end, hour_start(start_hour + 1))
-        _add_raw(session, out, window, start, stop, start_hour // 24 if by_day else None)
-    if end is not None and end_partial and not (start_partial and end_hour == start_hour):
-        begin = hour_start(end_hour) if start is None else max(start, hour_start(end_hour))
-        _add_raw(session, out, window, begin, end, end_hour // 24 if by_day else None)
-    if low is None or high is None or low < high:
-        _add_rollup(session, out, window, low, high, by_day)
+    start_us = None if start is None else _us(start)
+    end_us = None if end is None else _us(end)
+    low_hour = None if start_us is None else _ceil_div(start_us, _HOUR_US)  # first whole hour
+    high_hour = None if end_us is None else end_us // _HOUR_US  # end of the last whole hour
+    if low_hour is not None and high_hour is not None and low_hour > high_hour:
+        # Inside one hour: raw rows only.
+        _add_raw(session, out, window, start, end, high_hour // 24 if by_day else None, dims)
+        return out
+    if start_us is not None and low_hour is not None and low_hour * _HOUR_US != start_us:
+        day = (low_hour - 1) // 24 if by_day else None
+        _add_raw(session, out, window, start, _instant(low_hour * _HOUR_US), day, dims)
+    if end_us is not None and high_hour is not None and high_hour * _HOUR_US != end_us:
+        day = high_hour // 24 if by_day else None
+        _add_raw(session, out, window, _instant(high_hour * _HOUR_US), end, day, dims)
+    low_day = None if low_hour is None else _ceil_div(low_hour, 24)
+    high_day = None if high_hour is None else high_hour // 24
+    if low_day is not None and high_day is not None and low_day >= high_day:
+        if low_hour is not None and high_hour is not None and low_hour < high_hour:
+            _add_rollup(session, out, window, UsageRollup, low_hour, high_hour, by_day, dims)
+        return out
+    if low_hour is not None and low_day is not None and low_hour < low_day * 24:
+        _add_rollup(session, out, window, UsageRollup, low_hour, low_day * 24, by_day, dims)
+    _add_rollup(session, out, window, UsageRollupDaily, low_day, high_day, by_day, dims)
+    if high_hour is not None and high_day is not None and high_day * 24 < high_hour:
+        _add_rollup(session, out, window, UsageRollup, high_day * 24, high_hour, by_day, dims)
     return out
 
 
@@ -324,42 +326,53 @@ def _merge(out: Cells, key: CellKey, sums: Sums) -> None:
         out[key] = sums
 
 
+def _cell_key(row: Any, dims: Sequence[str], day: int | None) -> CellKey:
+    values = {d: (getattr(row, d) or None) if d in dims else None for d in ALL_DIMS}
+    return CellKey(values["key_id"], values["provider_id"], values["provider_name"], values["model"] or "", day)
+
+
 def _add_raw(
-    session: Session, out: Cells, window: Window, start: datetime | None, end_before: datetime | None, day: int | None
+    session: Session, out: Cells, window: Window, start: datetime | None, end_before: datetime | None,
+    day: int | None, dims: Sequence[str],
 ) -> None:
     u = UsageRecord
     dialect = session.get_bind().dialect
-    dims = (u.key_id, u.provider_id, u.provider_name, u.model)
-    query = (
-        select(*dims, *_raw_sums_columns(dialect))
-        .where(*raw_conditions(u.__table__, window, start, end_before))
-        .group_by(*dims)
-    )
+    columns = [getattr(u, d) for d in dims]
+    query = select(*columns, *_raw_sums_columns(dialect)).where(*raw_conditions(u.__table__, window, start, end_before))
+    if columns:
+        query = query.group_by(*columns)
     for row in session.execute(query):
-        _merge(out, CellKey(row.key_id, row.provider_id, row.provider_name, row.model, day), _sums(row))
+        if row.requests:
+            _merge(out, _cell_key(row, dims, day), _sums(row))
 
 
 def _add_rollup(
-    session: Session, out: Cells, window: Window, first_hour: int | None, end_hour: int | None, by_day: bool
+    session: Session, out: Cells, window: Window, table: type[UsageRollup] | type[UsageRollupDaily],
+    low: int | None, high: int | None, by_day: bool, dims: Sequence[str],
 ) -> None:
-    r = UsageRollup
-    dims: list[ColumnElement[Any]] = [r.key_id, r.provider_id, r.provider_name, r.model]
+    """Rollup rows with bucket in [low, high) (hours or days, per `table`)."""
+    bucket = table.hour if table is UsageRollup else table.day  # type: ignore[union-attr]
+    columns: list[ColumnElement[Any]] = [getattr(table, d) for d in dims]
     if by_day:
-        dims.append((r.hour // 24).label("day"))
-    query = (
-        select(*dims, *_rollup_sums_columns())
-        .where(*_rollup_conditions(window, first_hour, end_hour))
-        .group_by(*dims)
-    )
+        columns.append((bucket // 24 if table is UsageRollup else bucket).label("bucket_day"))
+    conditions: list[ColumnElement[bool]] = []
+    if low is not None:
+        conditions.append(bucket >= low)
+    if high is not None:
+        conditions.append(bucket < high)
+    if window.key_id is not None:
+        conditions.append(table.key_id == window.key_id)
+    if window.provider_id is not None:
+        conditions.append(table.provider_id == window.provider_id)
+    if window.model is not None:
+        conditions.append(table.model == window.model)
+    query = select(*columns, *_rollup_sums_columns(table)).where(*conditions)
+    if columns:
+        query = query.group_by(*columns)
     for row in session.execute(query):
-        key = CellKey(
-            row.key_id or None,
-            row.provider_id or None,
-            row.provider_name or None,
-            row.model,
-            int(row.day) if by_day else None,
-        )
-        _merge(out, key, _sums(row))
+        if row.requests:
+            day = int(row.bucket_day) if by_day else None
+            _merge(out, _cell_key(row, dims, day), _sums(row))
 
 
 # --- breakdowns ---------------------------------------------------------------------------------

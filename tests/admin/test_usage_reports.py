@@ -16,16 +16,18 @@ import math
 import random
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from alembic import command
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import make_engine
-from shared.models import UsageRecord, UsageRollup
+from shared.migrate import alembic_config, upgrade_database
+from shared.models import UsageRecord, UsageRollup, UsageRollupDaily
 from shared.pricing import request_cost
 from shared.settings import Settings
 from tests.admin.conftest import AdminClient, assert_error
@@ -128,8 +130,10 @@ def expected_figures(rows: list[Row], with_p95: bool = True) -> dict[str, Any]:
         "errors": errors,
         "cost_usd": float(cost),
         "cost_usd_exact": f"{cost.quantize(Decimal('1e-12')):f}",
-        "success_rate": float((Decimal((n - errors) * 100) / n).quantize(Decimal("0.01"))) if n else None,
-        "avg_latency_ms": float((Decimal(latency_us) / n / 1000).quantize(Decimal("0.001"))) if n else None,
+        "success_rate": float((Decimal((n - errors) * 100) / n).quantize(Decimal("0.01"), ROUND_HALF_UP))
+        if n else None,
+        "avg_latency_ms": float((Decimal(latency_us) / n / 1000).quantize(Decimal("0.001"), ROUND_HALF_UP))
+        if n else None,
     }
     if with_p95:
         ordered = sorted(r["latency_ms"] for r in rows)
@@ -423,7 +427,7 @@ def test_export_defuses_spreadsheet_formulas(admin: AdminClient, settings: Setti
 
 
 def rollup_equals_rows(settings: Settings) -> None:
-    """usage_rollup holds exactly the per-hour sums of usage_record."""
+    """usage_rollup and usage_rollup_daily hold exactly the per-hour and per-day sums of usage_record."""
     engine = make_engine(settings.database_url)
     try:
         with Session(engine) as session:
@@ -439,6 +443,12 @@ def rollup_equals_rows(settings: Settings) -> None:
                      r.latency_us)
                 for r in session.scalars(select(UsageRollup))
             }
+            stored_daily = {
+                (r.day, r.key_id, r.provider_id, r.provider_name, r.model):
+                    (r.requests, r.prompt_tokens, r.completion_tokens, r.total_tokens, r.errors, r.cost_usd,
+                     r.latency_us)
+                for r in session.scalars(select(UsageRollupDaily))
+            }
     finally:
         engine.dispose()
     expected: dict[tuple[Any, ...], list[Any]] = {}
@@ -452,6 +462,12 @@ def rollup_equals_rows(settings: Settings) -> None:
                                    math.floor(r["latency_ms"] * 1000 + 0.5))):
             sums[i] += value
     assert stored == {k: tuple(v) for k, v in expected.items()}
+    daily: dict[tuple[Any, ...], list[Any]] = {}
+    for (hour, *dims), sums in expected.items():
+        day_sums = daily.setdefault((hour // 24, *dims), [0, 0, 0, 0, 0, Decimal(0), 0])
+        for i, value in enumerate(sums):
+            day_sums[i] += value
+    assert stored_daily == {k: tuple(v) for k, v in daily.items()}
 
 
 def test_rollup_follows_inserts_updates_and_deletes(history: History, settings: Settings) -> None:
@@ -470,8 +486,18 @@ def test_rollup_follows_inserts_updates_and_deletes(history: History, settings: 
             conn.execute(delete(UsageRecord))
         with engine.connect() as conn:
             assert conn.scalar(select(func.count()).select_from(UsageRollup)) == 0
+            assert conn.scalar(select(func.count()).select_from(UsageRollupDaily)) == 0
     finally:
         engine.dispose()
+
+
+def test_migrations_backfill_the_rollups_from_existing_rows(settings: Settings) -> None:
+    command.downgrade(alembic_config(settings.database_url), "0001")
+    insert_rows(settings, generate(datetime.now(timezone.utc), [1, 2], [1, 2], seed=11)[:400])
+    upgrade_database(settings.database_url)
+    rollup_equals_rows(settings)
+    insert_rows(settings, generate(datetime.now(timezone.utc), [3], [1, 2], seed=12)[:100])
+    rollup_equals_rows(settings)
 
 
 # --- bad input ----------------------------------------------------------------------------------
