@@ -68,6 +68,7 @@ P95_RANK = 95
 LATENCY_INDEX = "ix_usage_record_latency"
 KEY_LATENCY_INDEX = "ix_usage_record_key_latency"
 MODEL_LATENCY_INDEX = "ix_usage_record_model_latency"
+CONVERSATION_INDEX = "ix_usage_record_conversation_id"
 
 _COST_QUANTUM = Decimal(1).scaleb(-COST_PLACES)
 _RATE_QUANTUM = Decimal("0.01")
@@ -484,7 +485,9 @@ def nearest_rank_offset(n: int, percentile: int = P95_RANK) -> int:
 
 def _index_for(group: Group, window: Window) -> str | None:
     if window.conversation_id is not None:
-        return None  # a conversation's few rows are found through its own index
+        # A conversation's rows, found through its own index and sorted: without ANALYZE statistics
+        # SQLite would rather walk a latency index for the ORDER BY, past millions of other rows.
+        return CONVERSATION_INDEX
     if group.dimension == "key":
         return KEY_LATENCY_INDEX
     if group.dimension == "model":
