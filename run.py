@@ -36,7 +36,8 @@ MODES = ("all", "admin", "proxy")
 # skips migrations (already applied) and dies with its parent.
 SUPERVISOR_ENV = "NEXUSAI_SUPERVISOR_PID"
 SHUTDOWN_TIMEOUT_S = 10.0  # per server: in-flight requests get this long to finish
-STOP_TIMEOUT_S = 40.0  # supervisor: then SIGKILL; covers requests (10 s) plus the usage flush
+# Supervisor: then SIGKILL. Covers in-flight requests (10 s) plus the proxy's drains (5 + 20 + 5 s).
+STOP_TIMEOUT_S = 60.0
 POLL_INTERVAL_S = 0.2
 GUNICORN_EXIT_REASONS = {3: "a gunicorn worker failed to boot", 4: "the admin app failed to load"}
 

@@ -22,7 +22,11 @@ from shared.usage_writer import UsageWriter
 log = logging.getLogger("nexusai.proxy")
 
 ENCODING_LOAD_TIMEOUT_S = 15.0
-DRAIN_TIMEOUT_S = 30.0
+# Shutdown budget, inside run.py's STOP_TIMEOUT_S together with aiohttp's shutdown_timeout:
+# finalisations of cancelled requests, then the usage flush, then the archive.
+BACKGROUND_DRAIN_S = 5.0
+USAGE_FLUSH_S = 20.0
+ARCHIVE_FLUSH_S = 5.0
 
 
 async def services_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -69,11 +73,11 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         if state.background:
-            await asyncio.wait(set(state.background), timeout=DRAIN_TIMEOUT_S)
+            await asyncio.wait(set(state.background), timeout=BACKGROUND_DRAIN_S)
         await config.stop()
         await session.close()
         # Joining the writer threads blocks; do it on a worker so the loop stays free.
-        await loop.run_in_executor(None, usage.stop, DRAIN_TIMEOUT_S)
-        await loop.run_in_executor(None, archive.stop)
+        await loop.run_in_executor(None, usage.stop, USAGE_FLUSH_S)
+        await loop.run_in_executor(None, archive.stop, ARCHIVE_FLUSH_S)
         engine.dispose()
         log.info("proxy stopped: usage rows written this run: %d", usage.written)

@@ -26,13 +26,14 @@ def _bool(name: str, raw: str) -> bool:
     raise SettingsError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
 
 
-def _int(name: str, raw: str, minimum: int = 0) -> int:
+def _int(name: str, raw: str, minimum: int = 0, maximum: int | None = None) -> int:
     try:
         value = int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise SettingsError(f"{name} must be {bound}, got {value}")
     return value
 
 
@@ -122,9 +123,9 @@ class Settings:
         return cls(
             database_url=_database_url(get("DATABASE_URL", f"sqlite:///{data_dir / 'nexusai.db'}"), root),
             admin_host=get("ADMIN_HOST", "127.0.0.1"),
-            admin_port=_int("ADMIN_PORT", get("ADMIN_PORT", "8000")),
+            admin_port=_int("ADMIN_PORT", get("ADMIN_PORT", "8000"), 0, 65535),
             proxy_host=get("PROXY_HOST", "0.0.0.0"),
-            proxy_port=_int("PROXY_PORT", get("PROXY_PORT", "5231")),
+            proxy_port=_int("PROXY_PORT", get("PROXY_PORT", "5231"), 0, 65535),
             admin_token=token,
             archive_messages=_bool("ARCHIVE_MESSAGES", get("ARCHIVE_MESSAGES", "0")),
             data_dir=data_dir,

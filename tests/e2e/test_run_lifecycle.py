@@ -144,7 +144,7 @@ def test_port_in_use_is_one_clear_line(nexus_factory: NexusFactory, mode: str) -
     ("env", "message"),
     [
         ({"PROXY_PORT": "not-a-port"}, "PROXY_PORT must be an integer, got 'not-a-port'"),
-        ({"ADMIN_PORT": "70000"}, "admin: cannot listen on 127.0.0.1:70000: ports go from 0 to 65535"),
+        ({"ADMIN_PORT": "70000"}, "ADMIN_PORT must be between 0 and 65535, got 70000"),
     ],
     ids=["not-an-int", "out-of-range"],
 )
