@@ -43,9 +43,21 @@ def create_app(settings: Settings | None = None) -> Flask:
         with app.app_context():
             configure_sqlite(db.engine)
 
-    from admin_app import access_log, auth, errors
-    from admin_app import audit, health, key_quota, keys, openapi, provider_models, providers, stats  # noqa: F401
-    from admin_app import key_usage, usage  # noqa: F401
+    from admin_app import (  # noqa: F401  # noqa: F401
+        access_log,
+        audit,
+        auth,
+        errors,
+        health,
+        key_quota,
+        key_usage,
+        keys,
+        openapi,
+        provider_models,
+        providers,
+        stats,
+        usage,
+    )
     from admin_app.api import bp
 
     access_log.init_app(app)

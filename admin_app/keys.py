@@ -15,8 +15,8 @@ from admin_app.api import bp
 from admin_app.change_log import apply_changes, record_change
 from admin_app.errors import Conflict, ValidationFailed
 from admin_app.extensions import db
-from admin_app.key_quota import key_with_consumption
 from admin_app.inputs import load_body, load_mapping, load_query, raw_json_object
+from admin_app.key_quota import key_with_consumption
 from admin_app.lookups import get_or_404
 from admin_app.schemas.common import PaginationQuerySchema
 from admin_app.schemas.keys import KeyInSchema, KeyOutSchema, KeyRotateSchema, KeyUpdateSchema

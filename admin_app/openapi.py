@@ -21,6 +21,7 @@ from werkzeug.routing import Rule
 from admin_app.api import bp
 from admin_app.schemas.audit import AuditEntrySchema, AuditQuerySchema
 from admin_app.schemas.common import DeletedSchema, ErrorSchema, PaginationQuerySchema
+from admin_app.schemas.key_quota import KeyDetailSchema, KeyQuotaSchema
 from admin_app.schemas.keys import (
     KeyInSchema,
     KeyIssuedSchema,
@@ -39,7 +40,6 @@ from admin_app.schemas.providers import (
     ProviderOutSchema,
     ProviderWrittenSchema,
 )
-from admin_app.schemas.key_quota import KeyDetailSchema, KeyQuotaSchema
 from admin_app.schemas.stats import ConversationStatsSchema, StatsQuerySchema, TotalStatsSchema
 from admin_app.schemas.usage import (
     ExportQuerySchema,

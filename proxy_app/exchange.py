@@ -134,7 +134,10 @@ def _reservation(state: ProxyState, key: KeyCfg, body: dict[str, Any], routes: l
     messages = body.get("messages")
     size = messages_char_size(messages)
     # A huge prompt is estimated from its length rather than tokenised on the loop.
-    prompt = size // 3 + 1 if size > OFFLOAD_COUNT_CHARS else state.tokens.count_messages(messages, routes[0].upstream_name)
+    if size > OFFLOAD_COUNT_CHARS:
+        prompt = size // 3 + 1
+    else:
+        prompt = state.tokens.count_messages(messages, routes[0].upstream_name)
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
     completion = limit if isinstance(limit, int) and limit > 0 else state.settings.default_reserve_tokens
     usd = max(

@@ -169,18 +169,9 @@ class UsageRecord(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
-class UsageRollup(Base):
-    """Usage summed per UTC hour, key, provider and model; kept by database triggers.
+class RollupSums:
+    """The grouping key and sums shared by the hourly and daily rollups."""
 
-    Triggers on usage_record (migration 0002) add every inserted row here and take
-    deleted ones out, so reports read a few thousand rows instead of millions.
-    Absent ids are 0 and an absent provider name is '' so the key has no NULLs.
-    """
-
-    __tablename__ = "usage_rollup"
-    __table_args__ = (Index("ix_usage_rollup_key_hour", "key_id", "hour"),)
-
-    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # hours since 1970-01-01 UTC
     key_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     provider_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     provider_name: Mapped[str] = mapped_column(String(100), primary_key=True)
@@ -195,7 +186,21 @@ class UsageRollup(Base):
     latency_us: Mapped[int] = mapped_column(BigInteger)
 
 
-class UsageRollupDaily(Base):
+class UsageRollup(RollupSums, Base):
+    """Usage summed per UTC hour, key, provider and model; kept by database triggers.
+
+    Triggers on usage_record (migration 0002) add every inserted row here and take
+    deleted ones out, so reports read a few thousand rows instead of millions.
+    Absent ids are 0 and an absent provider name is '' so the key has no NULLs.
+    """
+
+    __tablename__ = "usage_rollup"
+    __table_args__ = (Index("ix_usage_rollup_key_hour", "key_id", "hour"),)
+
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # hours since 1970-01-01 UTC
+
+
+class UsageRollupDaily(RollupSums, Base):
     """The same sums per UTC day (days since 1970-01-01); kept by the same triggers (migration 0003).
 
     Long windows read whole days here, whole hours at their ends from `usage_rollup`
@@ -206,17 +211,6 @@ class UsageRollupDaily(Base):
     __table_args__ = (Index("ix_usage_rollup_daily_key_day", "key_id", "day"),)
 
     day: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    key_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    provider_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    provider_name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    model: Mapped[str] = mapped_column(String(200), primary_key=True)
-    requests: Mapped[int] = mapped_column(BigInteger)
-    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
-    completion_tokens: Mapped[int] = mapped_column(BigInteger)
-    total_tokens: Mapped[int] = mapped_column(BigInteger)
-    errors: Mapped[int] = mapped_column(BigInteger)
-    cost_usd: Mapped[Decimal] = mapped_column(Money)
-    latency_us: Mapped[int] = mapped_column(BigInteger)
 
 
 class AuditLog(Base):

@@ -237,7 +237,9 @@ def _sums(row: Any) -> Sums:
     )
 
 
-def raw_conditions(t: FromClause, window: Window, start: datetime | None, end_before: datetime | None) -> list[ColumnElement[bool]]:
+def raw_conditions(
+    t: FromClause, window: Window, start: datetime | None, end_before: datetime | None
+) -> list[ColumnElement[bool]]:
     """Conditions on usage_record (or an alias `t` of it) for `window` limited to [start, end_before)."""
     c = t.c
     conditions: list[ColumnElement[bool]] = []

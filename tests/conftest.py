@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 
 from shared.migrate import upgrade_database
 from shared.settings import Settings, _database_url
+from tests.support.fake_upstream import FakeUpstream
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "")
 
@@ -61,3 +62,11 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         config_poll_interval_s=0.2,
         usage_flush_interval_s=0.05,
     )
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    """A started fake OpenAI-compatible upstream on loopback."""
+    fake = FakeUpstream().start()
+    yield fake
+    fake.stop()

@@ -10,10 +10,10 @@ from admin_app.schemas.fields import (
     INT32_MAX,
     HttpUrl,
     Name,
-    Text,
     StrictBoolean,
     StrictFloat,
     StrictInteger,
+    Text,
     mask_url_password,
 )
 from admin_app.schemas.keys import ClientKey, KeySummarySchema

@@ -21,9 +21,8 @@ Revises: 0001
 Create Date: 2026-11-22 05:47:51.266926
 
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '0002'

@@ -20,9 +20,8 @@ Revises: 0002
 Create Date: 2026-11-22 06:00:32.005881
 
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision = '0003'

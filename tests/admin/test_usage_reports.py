@@ -334,7 +334,9 @@ def test_key_usage_with_explicit_dates_and_model(history: History) -> None:
     assert {k: body[k] for k in expected} == expected
     # `days` ending at end_date.
     body = history.get(f"/keys/{key}/usage", days=5, end_date=last.isoformat())
-    chosen = select_rows(history.rows, midnight(last - timedelta(days=4)), midnight(last + timedelta(days=1)), key_id=key)
+    chosen = select_rows(
+        history.rows, midnight(last - timedelta(days=4)), midnight(last + timedelta(days=1)), key_id=key
+    )
     expected = expected_key_usage(chosen, last - timedelta(days=4), last)
     assert {k: body[k] for k in expected} == expected
 

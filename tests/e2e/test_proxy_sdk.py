@@ -22,13 +22,6 @@ MESSAGES = [{"role": "user", "content": "Hello through the SDK"}]
 
 
 @pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def setup(nexus_factory, upstream: FakeUpstream) -> tuple[NexusProcess, str]:  # type: ignore[no-untyped-def]
     nx = nexus_factory(env={"MAX_BODY_BYTES": "8192", "CONFIG_POLL_INTERVAL": "0.5"})
     r = nx.admin("POST", "/providers", json={"name": "fake", "server_url": upstream.base_url,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,13 +25,6 @@ TIMEOUT_S = 10.0
 SERVER_KEY = "sk-e2e-ws-upstream-secret-5521"
 PERSONAL_KEY = "nx-e2e-ws-personal-key-0000000000"
 MESSAGES = [{"role": "user", "content": "Hello over a socket"}]
-
-
-@pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    fake = FakeUpstream().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

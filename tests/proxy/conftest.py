@@ -71,14 +71,6 @@ class Gateway:
 
 
 @pytest.fixture
-def upstream() -> Iterator[FakeUpstream]:
-    """A started fake upstream."""
-    fake = FakeUpstream().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def engine(settings: Settings) -> Iterator[Engine]:
     """An engine on the test database."""
     eng = make_engine(settings.database_url)

@@ -38,7 +38,7 @@ def test_archive_holds_each_exchange_without_secrets(make_gateway) -> None:  # t
     assert files[0].parent.name.count("-") == 2  # messages/YYYY-MM-DD/
     entries = _lines(root)
     assert len(entries) == 2
-    for entry, stream in zip(entries, (False, True)):
+    for entry, stream in zip(entries, (False, True), strict=True):
         assert entry["stream"] is stream
         assert entry["request"]["messages"] == MESSAGES
         assert entry["reply"]["content"] == "Hello from the fake upstream, my friend."

@@ -143,7 +143,9 @@ def test_auth_failures(gateway: Gateway) -> None:
 
 
 def test_upstream_errors_pass_through(gateway: Gateway) -> None:
-    gateway.upstream.default = Scenario(status=400, error_body={"error": {"message": "bad temperature", "type": "invalid_request_error", "param": "temperature", "code": None}})
+    gateway.upstream.default = Scenario(status=400, error_body={"error": {
+        "message": "bad temperature", "type": "invalid_request_error", "param": "temperature", "code": None,
+    }})
     r = post(gateway, {"model": "gpt-4o-mini", "messages": MESSAGES})
     assert r.status_code == 400
     assert r.json()["error"]["message"] == "bad temperature"

@@ -57,7 +57,9 @@ def test_5xx_and_429_fail_over_but_4xx_does_not(make_gateway, engine, upstream) 
         assert r.status_code == 400  # a client error is the client's, not a reason to retry elsewhere
         assert len(failing.chat_requests()) == 3 and len(upstream.chat_requests()) == 2
         rows = gw.wait_rows(3)
-        assert [(x.provider_name, x.status_code) for x in rows] == [("secondary", 200), ("secondary", 200), ("primary", 400)]
+        assert [(x.provider_name, x.status_code) for x in rows] == [
+            ("secondary", 200), ("secondary", 200), ("primary", 400),
+        ]
     finally:
         failing.stop()
 

@@ -178,7 +178,8 @@ async def test_two_hundred_concurrent_requests_make_two_hundred_exact_rows(gatew
         row = by_id[request_id]
         kind = ("json", "stream", "abort", "fail")[i % 4]
         if kind in ("json", "stream"):
-            assert (row.status_code, row.prompt_tokens, row.completion_tokens, row.token_source) == (200, 17, 7, "upstream")
+            figures = (row.status_code, row.prompt_tokens, row.completion_tokens, row.token_source)
+            assert figures == (200, 17, 7, "upstream")
         elif kind == "fail":
             assert (row.status_code, row.total_tokens) == (500, 0)
         else:

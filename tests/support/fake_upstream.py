@@ -124,7 +124,9 @@ class FakeUpstream:
         if sc.status >= 400:
             if isinstance(sc.error_body, str):
                 return web.Response(status=sc.status, text=sc.error_body)
-            payload = sc.error_body or {"error": {"message": f"fake failure {sc.status}", "type": "server_error", "param": None, "code": None}}
+            payload = sc.error_body or {"error": {
+                "message": f"fake failure {sc.status}", "type": "server_error", "param": None, "code": None,
+            }}
             return web.json_response(payload, status=sc.status)
         pieces = sc.pieces()
         completion = sc.completion_tokens if sc.completion_tokens is not None else len(pieces)
