@@ -288,7 +288,7 @@ def markdown(report: Report) -> str:
         "Throughput and proxy cost:",
         "",
         "| mode | conc | target | requests | errors | upstream/client | RPS | p50 | p90 | p99 | TTFB p50 | "
-        "proxy CPU ms/req | proxy CPU busy | proxy RSS MB | other processes' CPU |",
+        "proxy CPU ms/req | proxy CPU busy | proxy RSS MiB | other processes' CPU |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in report.phases:
