@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             threads1 = thread_cpu(proxy.pid)
             err = spy.communicate(timeout=60)[1] if spy is not None else b""
             print(f"{result.requests} requests, {result.errors} errors, {result.rps:.0f}/s, "
-                  f"proxy CPU {1000 * (cpu1 - cpu0) / max(1, result.requests):.3f} ms/request (py-spy's own cost included)")
+                  f"proxy CPU {1000 * (cpu1 - cpu0) / max(1, result.requests):.3f} ms/request "
+                  "(py-spy's own cost included)")
             n = max(1, result.requests)
             print("per thread (ms/request): " + ", ".join(
                 f"{name} {1000 * (threads1.get(name, 0.0) - threads0.get(name, 0.0)) / n:.3f}"

@@ -17,7 +17,6 @@ Pinning (when >= 2 CPUs): proxy on CPU 0; mock and load generator on CPU 1.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import tempfile
@@ -34,8 +33,8 @@ import orjson
 from bench.harness import (
     LOAD_CPU,
     PROXY_CPU,
-    MockProcess,
     ForeignCpu,
+    MockProcess,
     ProxyProcess,
     can_pin,
     cpu_seconds,
@@ -191,7 +190,8 @@ class Bench:
         return Phase(
             mode=mode, concurrency=concurrency, target=target, result=result.summary(),
             upstream_requests=upstream, cpu_s=(cpu1 - cpu0) if pid else None,
-            rss_mb=rss_mb(pid) if pid else None, foreign_cpu_pct=round(foreign_pct, 1), error_samples=result.error_samples + warm.error_samples,
+            rss_mb=rss_mb(pid) if pid else None, foreign_cpu_pct=round(foreign_pct, 1),
+            error_samples=result.error_samples + warm.error_samples,
         )
 
 

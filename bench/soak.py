@@ -214,10 +214,12 @@ def run_soak(requests: int, concurrency: int = 16, sample_s: float = 1.0, chunks
 def describe(report: SoakReport, concurrency: int, archive: bool, as_child: bool = False) -> str:
     """The soak's result as Markdown."""
     m = machine_info()
+    started = ("as `python run.py` starts it (migrations already applied)" if as_child
+               else "standalone (`python run.py proxy`, migrating in-process)")
     lines = [
         f"Commit `{git_commit()}`; {m['nproc']} CPUs, {m['cpu']}, Python {m['python']}; "
         f"concurrency {concurrency}, archive {'on' if archive else 'off'}, proxy started "
-        f"{'as `python run.py` starts it (migrations already applied)' if as_child else 'standalone (`python run.py proxy`, migrating in-process)'}.",
+        f"{started}.",
         "",
         "| requests | errors | upstream/client | usage rows | wall s | req/s | proxy CPU ms/req | RSS start MiB "
         "| steady RSS MiB | peak RSS MiB | growth MiB | other processes' CPU |",
