@@ -134,6 +134,34 @@ def migrate(settings: Settings) -> None:
     upgrade_database(settings.database_url)
 
 
+def migrate_in_child(settings: Settings) -> None:
+    """Migrate from a short-lived interpreter, so a lone server does not keep Alembic in memory."""
+    from sqlalchemy.engine import make_url
+
+    log.info("applying migrations to %s", make_url(settings.database_url).render_as_string(hide_password=True))
+    result = subprocess.run(
+        [sys.executable, "-c", "import run, sys; sys.exit(run.migrate_child_main())"], cwd=ROOT,
+        capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        raise MigrationError(lines[-1] if lines else f"migration exited with code {result.returncode}")
+
+
+class MigrationError(RuntimeError):
+    """The migration child failed; its message is the child's one-line reason."""
+
+
+def migrate_child_main() -> int:
+    """Entry point of the migration child: migrate, or print one line saying why not."""
+    try:
+        migrate(Settings.from_env())
+    except Exception as exc:  # reported to the parent as one line
+        print(f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def die_with_parent(parent_pid: int) -> None:
     """Get SIGTERM when the parent dies (Linux prctl); exit now if it already has."""
     if sys.platform.startswith("linux"):
@@ -393,7 +421,7 @@ def main(argv: Sequence[str]) -> int:
         if mode in ("all", "admin"):
             warn_if_unauthenticated(settings)
         try:
-            migrate(settings)
+            migrate(settings) if mode == "all" else migrate_in_child(settings)
         except Exception as exc:  # any failure here means we must not serve
             first_line = (str(exc).strip().splitlines() or [""])[0]
             log.error("cannot apply migrations: %s: %s", type(exc).__name__, first_line)
