@@ -215,7 +215,7 @@ def describe(report: SoakReport, concurrency: int, archive: bool, as_child: bool
     """The soak's result as Markdown."""
     m = machine_info()
     started = ("as `python run.py` starts it (migrations already applied)" if as_child
-               else "standalone (`python run.py proxy`, migrating in-process)")
+               else "standalone (`python run.py proxy`)")
     lines = [
         f"Commit `{git_commit()}`; {m['nproc']} CPUs, {m['cpu']}, Python {m['python']}; "
         f"concurrency {concurrency}, archive {'on' if archive else 'off'}, proxy started "
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--archive", action="store_true", help="run the proxy with ARCHIVE_MESSAGES=1")
     p.add_argument("--no-pin", action="store_true")
     p.add_argument("--as-child", action="store_true",
-                   help="start the proxy as `python run.py` starts its child (no in-process migration)")
+                   help="start the proxy as `python run.py` starts its child (no migration step)")
     a = p.parse_args(argv)
     report = run_soak(a.requests, a.concurrency, a.sample_s, a.chunks, a.archive, not a.no_pin, as_child=a.as_child)
     print(describe(report, a.concurrency, a.archive, a.as_child))
