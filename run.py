@@ -85,6 +85,8 @@ def bind_listener(name: str, host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
+        # Only a listening socket holds the port against another SO_REUSEADDR bind (admin == proxy port).
+        sock.listen()
     except OSError as exc:
         sock.close()
         reason = (exc.strerror or str(exc)).lower()

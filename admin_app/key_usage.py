@@ -14,6 +14,7 @@ from typing import Any
 from flask import Response, jsonify
 
 from admin_app.api import bp
+from admin_app.errors import ValidationFailed
 from admin_app.extensions import db
 from admin_app.inputs import load_query
 from admin_app.lookups import get_or_404
@@ -49,7 +50,13 @@ def key_usage(key_id: int) -> Response:
         start = args["start"]
         first = start.date()
     else:
-        first = final - timedelta(days=args["days"] - 1)
+        try:
+            first = final - timedelta(days=args["days"] - 1)
+        except OverflowError:
+            raise ValidationFailed(
+                "Invalid query parameters", code="invalid_parameter",
+                details={"end_date": ["The window would start before year 1."]},
+            ) from None
         start = midnight(first)
     days = check_span(first, final)
     db.session.rollback()  # the snapshot must begin with the report's first read

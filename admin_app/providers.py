@@ -142,7 +142,7 @@ def delete_provider(provider_id: int) -> Response:
 
 
 def _remove_from_key_scopes(provider_id: int) -> tuple[list[int], list[int]]:
-    """Drop `provider_id` from every key's scope; disable keys that would widen to everything."""
+    """Drop `provider_id` from every key's scope; disable keys whose provider scope would empty."""
     descoped: list[int] = []
     disabled: list[int] = []
     # provider_ids is a JSON list: filtering in Python keeps this portable across backends.
@@ -153,7 +153,9 @@ def _remove_from_key_scopes(provider_id: int) -> tuple[list[int], list[int]]:
         changes: dict[str, Any] = {"provider_ids": remaining, "reason": f"provider {provider_id} deleted"}
         key.provider_ids = remaining
         descoped.append(key.id)
-        if not remaining and not key.models and key.enabled:
+        # An empty provider list means "every provider": with or without a model scope, that
+        # would widen what the key reaches, so a key whose last provider goes is disabled.
+        if not remaining and key.enabled:
             key.enabled = False
             changes["enabled"] = False
             disabled.append(key.id)

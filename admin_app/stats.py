@@ -67,7 +67,7 @@ def total() -> Response:
     return jsonify(body)
 
 
-@bp.get("/stats/conversation/<conversation_id>")
+@bp.get("/stats/conversation/<path:conversation_id>")
 def conversation(conversation_id: str) -> Response:
     """Figures of one conversation, split by model; 404 when no usage carries that id."""
     args = load_query(stats_query)

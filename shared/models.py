@@ -107,6 +107,8 @@ class ApiKey(Base):
     """A client ("personalized") key; only its SHA-256 is stored."""
 
     __tablename__ = "api_key"
+    # Usage rows outlive their key: SQLite must never hand a deleted key's id to a new one.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100))

@@ -119,7 +119,8 @@ class Settings:
         log_level = get("LOG_LEVEL", "INFO").upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise SettingsError(f"LOG_LEVEL must be DEBUG/INFO/WARNING/ERROR/CRITICAL, got {log_level!r}")
-        token = env.get("ADMIN_TOKEN") or None
+        # Presented tokens are stripped, so a padded or blank one could never match.
+        token = (env.get("ADMIN_TOKEN") or "").strip() or None
         return cls(
             database_url=_database_url(get("DATABASE_URL", f"sqlite:///{data_dir / 'nexusai.db'}"), root),
             admin_host=get("ADMIN_HOST", "127.0.0.1"),

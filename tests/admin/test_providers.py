@@ -167,7 +167,7 @@ def test_delete_cascades_models_and_descopes_keys(admin: AdminClient, dump_db: A
         "deleted": True,
         "models_deleted": 2,
         "keys_descoped": [only_gone, both, with_models],
-        "keys_disabled": [only_gone],
+        "keys_disabled": [only_gone, with_models],
     }
     assert_error(admin.get(f"/providers/{gone['id']}"), 404)
     assert [m["id"] for m in admin.ok("GET", "/provider_models")] == [kept_model["id"]]
@@ -175,11 +175,12 @@ def test_delete_cascades_models_and_descopes_keys(admin: AdminClient, dump_db: A
     keys = {k["id"]: k for k in admin.ok("GET", "/keys")}
     assert keys[only_gone]["provider_ids"] == [] and keys[only_gone]["enabled"] is False
     assert keys[both]["provider_ids"] == [kept["id"]] and keys[both]["enabled"] is True
-    assert keys[with_models]["provider_ids"] == [] and keys[with_models]["enabled"] is True
+    # [] would mean "gpt-4 on every provider": wider than before, so this key is disabled too.
+    assert keys[with_models]["provider_ids"] == [] and keys[with_models]["enabled"] is False
     assert keys[unscoped]["provider_ids"] == [] and keys[unscoped]["enabled"] is True
 
     audit = admin.ok("GET", "/audit?resource=provider&resource_id=%d" % gone["id"])
-    assert audit[0]["action"] == "delete" and audit[0]["changes"]["keys_disabled"] == [only_gone]
+    assert audit[0]["action"] == "delete" and audit[0]["changes"]["keys_disabled"] == [only_gone, with_models]
     key_audit = admin.ok("GET", f"/audit?resource=key&resource_id={only_gone}")
     assert key_audit[0]["action"] == "update" and key_audit[0]["changes"]["enabled"] is False
 
