@@ -29,7 +29,11 @@ def authenticate(snapshot: Snapshot, raw_key: str | None, now: datetime | None =
             "Missing API key. Send it as 'Authorization: Bearer <key>', 'X-API-Key' or '?api_key='.",
             code="invalid_api_key",
         )
-    key = snapshot.keys_by_hash.get(hashlib.sha256(raw_key.encode("utf-8")).hexdigest())
+    try:
+        digest = hashlib.sha256(raw_key.encode("utf-8")).hexdigest()
+    except UnicodeEncodeError:  # bytes that are not UTF-8 cannot be any key we issued
+        digest = ""
+    key = snapshot.keys_by_hash.get(digest)
     if key is None:
         raise ProxyError(401, "Incorrect API key provided.", code="invalid_api_key")
     if not key.enabled:

@@ -32,7 +32,8 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 # Response headers of the upstream that are safe and useful to pass on.
-PASS_HEADERS = ("openai-processing-ms", "openai-version", "x-ratelimit-limit-requests")
+# (Never the upstream's rate-limit headers: they describe our provider account, not the client's key.)
+PASS_HEADERS = ("openai-processing-ms", "openai-version")
 
 
 async def read_json(request: web.Request, limit: int) -> Any:
@@ -115,7 +116,7 @@ async def _relay_json(state: ProxyState, call: ChatCall, reply: UpstreamReply, m
     meter.ttft_ms = (time.perf_counter() - call.started) * 1000.0
     status = response.status
     if status >= 400:
-        body = upstream_error_body(status, raw, route.provider.name)
+        body = upstream_error_body(status, raw, route.provider.name, route.provider.server_key)
         outcome = await finish(state, call, route, meter, status, "upstream_error", delivered_any=False)
     else:
         try:
@@ -127,7 +128,8 @@ async def _relay_json(state: ProxyState, call: ChatCall, reply: UpstreamReply, m
         body = raw
         outcome = await finish(state, call, route, meter, status)
     headers = _ids(call)
-    headers["X-Request-Cost"] = str(outcome.cost_usd.normalize()) if outcome.cost_usd else "0"
+    # Plain decimal notation: Decimal's str() would give "9E-7" for small costs.
+    headers["X-Request-Cost"] = format(outcome.cost_usd.normalize(), "f") if outcome.cost_usd else "0"
     for name in PASS_HEADERS:
         if name in response.headers:
             headers[name] = response.headers[name]

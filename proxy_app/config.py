@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from shared.db import read_config_version
 from shared.models import ApiKey, Provider, ProviderModel
-from shared.periods import consumption
+from shared.periods import consumption, period_bounds
 
 log = logging.getLogger("nexusai.proxy.config")
 
@@ -86,8 +86,8 @@ class Snapshot:
     keys_by_hash: dict[str, KeyCfg] = field(default_factory=dict)
     routes_by_model: dict[str, tuple[Route, ...]] = field(default_factory=dict)
     providers_by_name: dict[str, ProviderCfg] = field(default_factory=dict)
-    # Quota-limited keys: (period, tokens, usd) used so far in the current period.
-    consumption: dict[int, tuple[str, int, Decimal]] = field(default_factory=dict)
+    # Quota-limited keys: (period, period start as epoch seconds, tokens, usd) recorded so far.
+    consumption: dict[int, tuple[str, float, int, Decimal]] = field(default_factory=dict)
 
 
 def load_snapshot(engine: Engine) -> Snapshot:
@@ -148,7 +148,8 @@ def load_snapshot(engine: Engine) -> Snapshot:
         periods = {
             k.id: k.quota_period for k in keys if k.token_quota or k.budget_usd is not None
         }
-        used = consumption(session, periods, datetime.now(timezone.utc)) if periods else {}
+        now = datetime.now(timezone.utc)
+        used = consumption(session, periods, now) if periods else {}
     return Snapshot(
         version=version,
         keys_by_hash=key_cfgs,
@@ -157,7 +158,10 @@ def load_snapshot(engine: Engine) -> Snapshot:
             for name, rs in routes.items()
         },
         providers_by_name={p.name: p for p in by_id.values()},
-        consumption={kid: (periods[kid], tokens, usd) for kid, (tokens, usd) in used.items()},
+        consumption={
+            kid: (periods[kid], period_bounds(periods[kid], now)[0].timestamp(), tokens, usd)
+            for kid, (tokens, usd) in used.items()
+        },
     )
 
 

@@ -20,6 +20,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from shared.secrets import key_hint
+
 
 class ProxyError(Exception):
     """An error answered to the client in OpenAI's shape."""
@@ -67,8 +69,16 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
     return ProxyError(400, message, param=param, code=code)
 
 
-def upstream_error_body(status: int, raw: bytes, provider: str) -> bytes:
-    """The upstream's error body if OpenAI-shaped, else one we shape around its text."""
+def upstream_error_body(status: int, raw: bytes, provider: str, server_key: str = "") -> bytes:
+    """The upstream's error body if OpenAI-shaped, else one we shape around its text.
+
+    An upstream that echoes the credential it was sent ("invalid key sk-…") must not
+    hand our server key to the client, so any copy of it is replaced by its hint.
+    """
+    if server_key and len(server_key) >= 8:
+        secret = server_key.encode("utf-8", "surrogateescape")
+        if secret in raw:
+            raw = raw.replace(secret, key_hint(server_key).encode("utf-8"))
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError:

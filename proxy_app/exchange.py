@@ -79,12 +79,21 @@ def pick_conversation_id(header_value: str | None, body: dict[str, Any], default
     value = header_value if header_value else body_value
     if value is None or value == "":
         return default or new_conversation_id()
-    if not isinstance(value, str) or len(value) > MAX_CONVERSATION_ID:
+    if not isinstance(value, str) or len(value) > MAX_CONVERSATION_ID or not _is_utf8(value):
         raise bad_request(
-            f"'conversation_id' must be a string of at most {MAX_CONVERSATION_ID} characters.",
+            f"'conversation_id' must be a UTF-8 string of at most {MAX_CONVERSATION_ID} characters.",
             param="conversation_id",
         )
     return value
+
+
+def _is_utf8(value: str) -> bool:
+    # A header's undecodable bytes arrive as surrogates, which no database or JSON line can hold.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def prepare_call(
@@ -100,6 +109,17 @@ def prepare_call(
     started = time.perf_counter()
     validate_body(body)
     conversation_id = pick_conversation_id(conversation_header, body, default_conversation)
+    try:
+        return _routed_call(state, key, body, conversation_id, transport, started)
+    except ProxyError as exc:
+        # Refused after the conversation was known (unknown model, scope, limits): say which one.
+        exc.headers.setdefault("X-Conversation-Id", conversation_id)
+        raise
+
+
+def _routed_call(
+    state: ProxyState, key: KeyCfg, body: dict[str, Any], conversation_id: str, transport: str, started: float
+) -> ChatCall:
     routes = resolve(state.config.snapshot, key, body["model"])
     stream = bool(body.get("stream", False))
     wants_usage = False
@@ -227,16 +247,35 @@ async def finish(
     state: ProxyState, call: ChatCall, route: Route | None, meter: Meter,
     status: int, error_type: str | None = None, delivered_any: bool = True,
 ) -> Outcome:
-    """Count tokens (off the loop when large) and record the exchange."""
+    """Count tokens (off the loop when large) and record the exchange, exactly once.
+
+    When counting must leave the loop, the recording runs in its own task: a client
+    hanging up meanwhile cancels the handler, never the usage row.
+    """
     model = route.upstream_name if route else call.model
     messages = call.body.get("messages")
     if meter.upstream_usage is None and delivered_any and (
         messages_char_size(messages) + sum(len(c) for c in meter.content) > OFFLOAD_COUNT_CHARS
     ):
-        loop = asyncio.get_running_loop()
-        usage = await loop.run_in_executor(None, meter.usage, state.tokens, messages, model, delivered_any)
-    else:
-        usage = meter.usage(state.tokens, messages, model, delivered_any)
+        if call.ticket is not None:
+            call.ticket.detached = True  # the task settles it, whatever happens to the handler
+        task = asyncio.get_running_loop().create_task(
+            _count_and_record(state, call, route, meter, model, status, error_type, delivered_any)
+        )
+        state.background.add(task)
+        task.add_done_callback(state.background.discard)
+        return await asyncio.shield(task)
+    usage = meter.usage(state.tokens, messages, model, delivered_any)
+    return _record(state, call, route, meter, usage, status, error_type)
+
+
+async def _count_and_record(
+    state: ProxyState, call: ChatCall, route: Route | None, meter: Meter, model: str,
+    status: int, error_type: str | None, delivered_any: bool,
+) -> Outcome:
+    loop = asyncio.get_running_loop()
+    messages = call.body.get("messages")
+    usage = await loop.run_in_executor(None, meter.usage, state.tokens, messages, model, delivered_any)
     return _record(state, call, route, meter, usage, status, error_type)
 
 

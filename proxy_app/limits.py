@@ -45,7 +45,7 @@ class KeyState:
 
     __slots__ = (
         "admitted", "tokens", "window_tokens", "reserved_tokens", "reserved_usd",
-        "in_flight", "period", "period_end", "used_tokens", "used_usd",
+        "in_flight", "quota", "period_end", "used_tokens", "used_usd",
     )
 
     def __init__(self) -> None:
@@ -55,7 +55,7 @@ class KeyState:
         self.reserved_tokens = 0
         self.reserved_usd = ZERO_USD
         self.in_flight = 0
-        self.period = ""
+        self.quota: tuple[str, bool, bool] = ("", False, False)  # what the used_* figures were counted for
         self.period_end = math.inf
         self.used_tokens = 0
         self.used_usd = ZERO_USD
@@ -95,32 +95,36 @@ class Limiter:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self._states: dict[int, KeyState] = {}
-        self._seed: dict[int, tuple[str, int, Decimal]] = {}
+        self._seed: dict[int, tuple[str, float, int, Decimal]] = {}
 
-    def seed(self, consumption: Mapping[int, tuple[str, int, Decimal]]) -> None:
-        """Start-up consumption per key: (period, tokens, usd) of the current period."""
+    def seed(self, consumption: Mapping[int, tuple[str, float, int, Decimal]]) -> None:
+        """Recorded consumption per key from the latest snapshot: (period, period start, tokens, usd)."""
         self._seed.update(consumption)
 
     def state(self, key: KeyCfg) -> KeyState:
         """The live state of a key, with its quota period rolled forward if it ended."""
         st = self._states.get(key.id)
         now = self.clock()
+        quota = (key.quota_period, key.token_quota is not None, key.budget_usd is not None)
         if st is None:
             st = self._states[key.id] = KeyState()
-            seeded = self._seed.pop(key.id, None)
-            if seeded is not None and seeded[0] == key.quota_period:
-                st.used_tokens, st.used_usd = seeded[1], seeded[2]
-            self._new_period(st, key.quota_period, now)
-        elif st.period != key.quota_period or now >= st.period_end:
-            # The period rolled over (or the admin switched it): count afresh.
-            st.used_tokens, st.used_usd = 0, ZERO_USD
-            self._new_period(st, key.quota_period, now)
+            self._start_period(st, key, quota, now)
+        elif st.quota != quota:
+            # The admin changed the key's quota: take what the usage records say for it.
+            self._start_period(st, key, quota, now)
+        elif now >= st.period_end:
+            self._start_period(st, key, quota, now)
         return st
 
-    @staticmethod
-    def _new_period(st: KeyState, period: str, now: float) -> None:
-        _, end = period_bounds(period, datetime.fromtimestamp(now, timezone.utc))
-        st.period = period
+    def _start_period(self, st: KeyState, key: KeyCfg, quota: tuple[str, bool, bool], now: float) -> None:
+        start, end = period_bounds(key.quota_period, datetime.fromtimestamp(now, timezone.utc))
+        seeded = self._seed.get(key.id)
+        # Recorded figures count only for the period they were summed over (not yesterday's day).
+        if seeded is not None and seeded[0] == key.quota_period and seeded[1] == start.timestamp():
+            st.used_tokens, st.used_usd = seeded[2], seeded[3]
+        else:
+            st.used_tokens, st.used_usd = 0, ZERO_USD
+        st.quota = quota
         st.period_end = end.timestamp() if end is not None else math.inf
 
     def admit(self, key: KeyCfg, reserve_tokens: int, reserve_usd: Decimal) -> tuple[Ticket, dict[str, str]]:

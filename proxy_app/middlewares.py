@@ -10,6 +10,7 @@ from aiohttp.typedefs import Handler
 
 from proxy_app.auth import authenticate, extract_key
 from proxy_app.errors import ProxyError
+from proxy_app.exchange import new_request_id
 from proxy_app.keys import CLIENT_KEY, STATE
 
 log = logging.getLogger("nexusai.proxy")
@@ -28,11 +29,16 @@ _HTTP_CODES = {
 }
 
 
-def _log_refusal(request: web.Request, status: int, code: str | None, started: float) -> None:
+def _refusal(
+    request: web.Request, err: ProxyError, started: float, headers: dict[str, str] | None = None
+) -> web.Response:
+    # Requests refused before routing get an id too, so a client can quote it against the log.
+    request_id = new_request_id()
     access_log.info(
-        "- http %s %s status=%d code=%s latency_ms=%.1f",
-        request.method, request.path, status, code, (time.perf_counter() - started) * 1000.0,
+        "%s http %s %s status=%d code=%s latency_ms=%.1f",
+        request_id, request.method, request.path, err.status, err.code, (time.perf_counter() - started) * 1000.0,
     )
+    return err.response({**(headers or {}), "X-Request-Id": request_id})
 
 
 @web.middleware
@@ -42,16 +48,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ProxyError as exc:
-        _log_refusal(request, exc.status, exc.code, started)
-        return exc.response()
+        return _refusal(request, exc, started)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         type_, code = _HTTP_CODES.get(exc.status, ("invalid_request_error", None))
         message = exc.reason if exc.status != 404 else f"Unknown path {request.path}."
         err = ProxyError(exc.status, message, type=type_, code=code)
-        _log_refusal(request, exc.status, code, started)
-        return err.response({k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+        return _refusal(request, err, started, {k: v for k, v in exc.headers.items() if k.lower() == "allow"})
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return ProxyError(500, "Internal error in the gateway.", type="server_error", code="internal_error").response()

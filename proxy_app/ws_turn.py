@@ -145,7 +145,8 @@ class Turn:
         self.meter.ttft_ms = (time.perf_counter() - self.call.started) * 1000.0
         status = response.status
         if status >= 400:
-            error = orjson.loads(upstream_error_body(status, raw, self.route.provider.name))["error"]
+            provider = self.route.provider
+            error = orjson.loads(upstream_error_body(status, raw, provider.name, provider.server_key))["error"]
             await self._record(status, "upstream_error", delivered_any=False)
             await self._emit({"type": "error", "id": self.chat_id, "status": status, "error": error,
                               "request_id": self.call.request_id})

@@ -134,9 +134,10 @@ def messages_char_size(messages: Any) -> int:
     size = 0
     for message in messages:
         if isinstance(message, Mapping):
-            content = message.get("content")
-            if isinstance(content, str):
-                size += len(content)
-            elif isinstance(content, list):
-                size += sum(len(str(p)) for p in content)
+            # Every field is counted (content, name, tool call arguments), so none is tokenised on the loop unseen.
+            for value in message.values():
+                if isinstance(value, str):
+                    size += len(value)
+                elif isinstance(value, list):
+                    size += sum(len(str(p)) for p in value)
     return size

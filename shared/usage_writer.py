@@ -6,6 +6,7 @@ dedicated thread does every database round trip.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -15,8 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 from sqlalchemy import Engine, insert, update
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from shared.models import ApiKey, UsageRecord
@@ -125,10 +126,15 @@ class UsageWriter:
             try:
                 self._write(batch)
                 break
-            except Exception as exc:  # noqa: BLE001 - any DB error is retried
+            except Exception as exc:  # noqa: BLE001 - outages are retried, refused rows set aside
                 log.error("usage write of %d rows failed (attempt %d): %s", len(batch), attempts, type(exc).__name__)
-                if final and attempts >= 5:
-                    self._spill(batch)
+                if not is_outage(exc):
+                    # The database refused the data itself: write the rows one by one, so a single
+                    # bad row cannot hold back (and, retried forever, lose) everyone else's.
+                    self._write_each(batch)
+                    break
+                if (final or self._stopping.is_set()) and attempts >= 5:
+                    self._spill(batch, "database unavailable at shutdown")
                     break
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -155,13 +161,29 @@ class UsageWriter:
             for key_id, when in last_used.items():
                 session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=when))
 
-    def _spill(self, batch: list[Record]) -> None:
-        # Last resort at shutdown with the database gone: keep the rows on disk.
+    def _write_each(self, batch: list[Record]) -> None:
+        for row in batch:
+            try:
+                self._write([row])
+            except Exception as exc:  # noqa: BLE001
+                log.error("usage row %s refused by the database: %s", row.get("request_id"), type(exc).__name__)
+                self._spill([row], "refused by the database")
+
+    def _spill(self, batch: list[Record], reason: str) -> None:
+        # Last resort: keep rows the database would not take on disk, for an operator to replay.
         if self._spill_path is None:
-            log.error("dropping %d usage rows: database unavailable at shutdown", len(batch))
+            log.error("dropping %d usage rows: %s", len(batch), reason)
             return
         self._spill_path.parent.mkdir(parents=True, exist_ok=True)
         with self._spill_path.open("ab") as fh:
             for row in batch:
-                fh.write(orjson.dumps(row, default=str) + b"\n")
-        log.error("database unavailable at shutdown: %d usage rows saved to %s", len(batch), self._spill_path)
+                # json, not orjson: it escapes the lone surrogates that may be why the row was refused.
+                fh.write(json.dumps(row, default=str).encode("ascii") + b"\n")
+        log.error("%d usage rows %s: saved to %s", len(batch), reason, self._spill_path)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a write failed because the database is unreachable (retry) rather than the data."""
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
