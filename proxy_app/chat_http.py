@@ -23,7 +23,7 @@ from proxy_app.keys import CLIENT_KEY, STATE
 from proxy_app.meter import Meter
 from proxy_app.sse import iter_event_batches, parse_event
 from proxy_app.state import ProxyState
-from proxy_app.upstream import UpstreamReply, open_upstream
+from proxy_app.upstream import UpstreamFailure, UpstreamReply, open_upstream
 
 CLIENT_CLOSED = 499
 SSE_HEADERS = {
@@ -80,9 +80,9 @@ async def _forward(request: web.Request, state: ProxyState, call: ChatCall) -> w
             state.session, call.routes, call.body, call.stream, call.request_id,
             state.settings.upstream_max_attempts,
         )
-    except ProxyError as exc:
+    except UpstreamFailure as exc:
         status, error_type = proxy_error_status(exc)
-        await finish(state, call, call.routes[0], meter, status, error_type, delivered_any=False)
+        await finish(state, call, exc.route, meter, status, error_type, delivered_any=False)
         return exc.response(_ids(call))
     except asyncio.CancelledError:
         finish_detached(state, call, call.routes[0], meter, CLIENT_CLOSED, "client_closed", delivered_any=False)

@@ -17,6 +17,14 @@ log = logging.getLogger("nexusai.proxy.upstream")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
+class UpstreamFailure(ProxyError):
+    """No candidate answered; `route` is the last one tried, the provider the failure is recorded for."""
+
+    def __init__(self, error: ProxyError, route: Route) -> None:
+        super().__init__(error.status, error.message, type=error.type, code=error.code)
+        self.route = route
+
+
 @dataclass(slots=True)
 class UpstreamReply:
     """An upstream response whose headers have arrived; the body is still unread."""
@@ -54,7 +62,7 @@ async def open_upstream(
     headers, or answers 429/5xx; the last candidate's answer is returned as is.
     """
     candidates = routes[:max_attempts]
-    last_error: ProxyError | None = None
+    last_error: UpstreamFailure | None = None
     for attempt, route in enumerate(candidates, start=1):
         is_last = attempt == len(candidates)
         payload = orjson.dumps({**body, "model": route.upstream_name})
@@ -71,14 +79,16 @@ async def open_upstream(
             )
         except asyncio.TimeoutError:
             log.warning("request %s attempt %d: provider %s timed out", request_id, attempt, route.provider.name)
-            last_error = upstream_timeout(
+            last_error = UpstreamFailure(upstream_timeout(
                 f"Upstream provider '{route.provider.name}' did not answer within {route.provider.timeout_s:g} s."
-            )
+            ), route)
             continue
         except aiohttp.ClientError as exc:
             log.warning("request %s attempt %d: provider %s unreachable: %s",
                         request_id, attempt, route.provider.name, type(exc).__name__)
-            last_error = upstream_unreachable(f"Upstream provider '{route.provider.name}' is unreachable.")
+            last_error = UpstreamFailure(
+                upstream_unreachable(f"Upstream provider '{route.provider.name}' is unreachable."), route
+            )
             continue
         if response.status in RETRY_STATUSES and not is_last:
             log.warning("request %s attempt %d: provider %s answered %d, trying next",

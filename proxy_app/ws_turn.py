@@ -23,7 +23,7 @@ from proxy_app.exchange import ChatCall, Outcome, finish, proxy_error_status, re
 from proxy_app.meter import Meter
 from proxy_app.sse import iter_events, parse_event
 from proxy_app.state import ProxyState
-from proxy_app.upstream import open_upstream
+from proxy_app.upstream import UpstreamFailure, open_upstream
 from proxy_app.ws_protocol import ChatId, ClientGone, Send, completion_messages, delta_messages, error_message
 
 SHUTDOWN_STATUS = 503
@@ -98,7 +98,8 @@ class Turn:
             reply = await open_upstream(
                 state.session, call.routes, call.body, True, call.request_id, state.settings.upstream_max_attempts,
             )
-        except ProxyError as exc:
+        except UpstreamFailure as exc:
+            self.route = exc.route
             status, error_type = proxy_error_status(exc)
             await self._record(status, error_type, delivered_any=False)
             await self._emit(error_message(self.chat_id, exc, call.request_id))

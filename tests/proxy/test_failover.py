@@ -72,3 +72,18 @@ def test_all_candidates_failing_returns_last_answer(make_gateway, engine, upstre
     assert r.status_code == 500
     (row,) = gw.wait_rows(1)
     assert row.status_code == 500 and row.provider_name == "secondary"
+
+
+def test_a_failure_is_recorded_against_the_last_provider_tried(make_gateway, engine) -> None:  # type: ignore[no-untyped-def]
+    gw = make_gateway(seed=False)
+    first = add_provider(engine, "first-dead", "http://127.0.0.1:9/v1", priority=10)
+    last = add_provider(engine, "last-dead", "http://127.0.0.1:9/v2", priority=0)
+    add_model(engine, first, "shared-model")
+    add_model(engine, last, "shared-model")
+    add_key(engine, gw.key)
+    time.sleep(0.6)
+    r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(), timeout=10,
+                      json={"model": "shared-model", "messages": MESSAGES})
+    assert r.status_code == 502
+    (row,) = gw.wait_rows(1)
+    assert (row.provider_name, row.status_code, row.error_type) == ("last-dead", 502, "upstream_unreachable")
