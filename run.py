@@ -223,7 +223,10 @@ def serve_admin(settings: Settings) -> int:
             options = {
                 "bind": [format_hostport(settings.admin_host, settings.admin_port)],
                 "workers": settings.admin_workers,
-                "worker_class": "sync",
+                # Threads, not sync workers: a sync worker busy streaming a large /usage/export for
+                # more than `timeout` seconds is killed mid-file; a gthread worker keeps heartbeating.
+                "worker_class": "gthread",
+                "threads": 4,
                 "timeout": 30,
                 "graceful_timeout": int(SHUTDOWN_TIMEOUT_S),
                 "proc_name": "nexusai-admin",
