@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from typing import Any
+
+from marshmallow import Schema, fields, post_load, pre_load, validate
 
 from admin_app.schemas.fields import INT32_MAX
 
@@ -36,3 +38,23 @@ class PaginationQuerySchema(Schema):
 
     limit = fields.Integer(validate=validate.Range(min=1, max=MAX_PAGE), load_default=None)
     offset = fields.Integer(validate=validate.Range(min=0, max=INT32_MAX), load_default=0)
+
+
+class TidyInputSchema(Schema):
+    """Input tidying shared by write schemas: blank optional strings in `blank_to_none` become
+    null, and a null description becomes empty."""
+
+    blank_to_none: tuple[str, ...] = ()
+
+    @pre_load
+    def _blank_is_none(self, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        blanks = {f: None for f in self.blank_to_none if isinstance(data.get(f), str) and not data[f].strip()}
+        return {**data, **blanks} if blanks else data
+
+    @post_load
+    def _none_description_is_empty(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if "description" in data and data["description"] is None:
+            data["description"] = ""
+        return data

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from marshmallow import Schema, fields, validate
 
-from marshmallow import Schema, fields, post_load, pre_load, validate
-
-from admin_app.schemas.common import PaginationQuerySchema
+from admin_app.schemas.common import PaginationQuerySchema, TidyInputSchema
 from admin_app.schemas.fields import INT32_MAX, Name, StrictBoolean, StrictInteger, Text, Usd
 
 MAX_PRICE_USD = 1_000_000
 
 
-class ProviderModelInSchema(Schema):
+class ProviderModelInSchema(TidyInputSchema):
     """POST body (PUT/PATCH take the same fields, all optional)."""
 
     provider_id = StrictInteger(required=True, validate=validate.Range(min=1, max=INT32_MAX))
@@ -27,18 +25,7 @@ class ProviderModelInSchema(Schema):
     context_length = StrictInteger(allow_none=True, validate=validate.Range(min=1, max=INT32_MAX))
     enabled = StrictBoolean()
 
-    @pre_load
-    def _blank_upstream_is_none(self, data: Any, **kwargs: Any) -> Any:
-        value = data.get("upstream_name") if isinstance(data, dict) else None
-        if isinstance(value, str) and not value.strip():
-            return {**data, "upstream_name": None}
-        return data
-
-    @post_load
-    def _none_description_is_empty(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        if "description" in data and data["description"] is None:
-            data["description"] = ""
-        return data
+    blank_to_none = ("upstream_name",)
 
 
 class ProviderModelOutSchema(Schema):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from marshmallow import Schema, ValidationError, fields, validate
 
-from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate
-
+from admin_app.schemas.common import TidyInputSchema
 from admin_app.schemas.fields import (
     INT32_MAX,
     HttpUrl,
@@ -31,7 +30,7 @@ def _no_slash(value: str) -> None:
         raise ValidationError("Must not contain '/'.")
 
 
-class ProviderInSchema(Schema):
+class ProviderInSchema(TidyInputSchema):
     """POST body (PUT/PATCH take the same fields, all optional)."""
 
     name = Name(max_length=100, required=True, validate=[_no_slash])
@@ -58,18 +57,7 @@ class ProviderInSchema(Schema):
     )
     weight = StrictInteger(validate=validate.Range(min=1, max=INT32_MAX))
 
-    @pre_load
-    def _blank_proxy_is_none(self, data: Any, **kwargs: Any) -> Any:
-        value = data.get("http_proxy") if isinstance(data, dict) else None
-        if isinstance(value, str) and not value.strip():
-            return {**data, "http_proxy": None}
-        return data
-
-    @post_load
-    def _none_description_is_empty(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        if "description" in data and data["description"] is None:
-            data["description"] = ""
-        return data
+    blank_to_none = ("http_proxy",)
 
 
 class ProviderOutSchema(Schema):
