@@ -22,6 +22,7 @@ from admin_app.inputs import load_body, load_query
 from admin_app.keys import check_key_free, issue_key, key_summary
 from admin_app.lookups import get_or_404
 from admin_app.schemas.common import PaginationQuerySchema
+from admin_app.schemas.fields import mask_url_password
 from admin_app.schemas.providers import ProviderInSchema, ProviderOutSchema
 from shared.models import ApiKey, Provider, ProviderModel
 from shared.secrets import hash_key
@@ -101,6 +102,9 @@ def update_provider(provider_id: int) -> Response:
     personalized = data.pop("personalized_key", None)
     if "name" in data:
         _check_name_free(data["name"], provider_id)
+    if data.get("http_proxy") and provider.http_proxy and data["http_proxy"] == mask_url_password(provider.http_proxy):
+        # A client sending back the masked URL it was shown means "unchanged", not password "***".
+        del data["http_proxy"]
     changed = apply_changes(provider, data)
     if changed:
         record_change("update", RESOURCE, provider.id, changed)

@@ -204,3 +204,31 @@ def test_pagination(admin: AdminClient) -> None:
     for query in ("limit=0", "limit=-1", "limit=abc", "offset=-1", "offset=x", "limit=100000"):
         error = assert_error(admin.get(f"/providers?{query}"), 400, "invalid_parameter")
         assert error["details"]
+
+
+def test_sending_back_the_masked_proxy_url_keeps_the_password(admin: AdminClient) -> None:
+    from sqlalchemy import select
+
+    from shared.db import make_engine
+    from shared.models import Provider
+
+    def stored(provider_id: int) -> tuple[str | None, str]:
+        engine = make_engine(admin.settings.database_url)
+        try:
+            with engine.connect() as conn:
+                row = conn.execute(
+                    select(Provider.http_proxy, Provider.description).where(Provider.id == provider_id)
+                ).one()
+                return row[0], row[1]
+        finally:
+            engine.dispose()
+
+    created = admin.ok("POST", "/providers", 201, json={
+        "name": "proxied", "server_url": "https://p.test/v1", "http_proxy": "http://user:pa55word@proxy.test:3128",
+    })
+    assert created["http_proxy"] == "http://user:***@proxy.test:3128"
+    # A client that edits one field and PUTs back what it read must not turn the password into "***".
+    admin.ok("PUT", f"/providers/{created['id']}", json={"http_proxy": created["http_proxy"], "description": "e"})
+    assert stored(created["id"]) == ("http://user:pa55word@proxy.test:3128", "e")
+    admin.ok("PATCH", f"/providers/{created['id']}", json={"http_proxy": "http://user:***@other.test:3128"})
+    assert stored(created["id"])[0] == "http://user:***@other.test:3128"  # a different URL is taken as given
