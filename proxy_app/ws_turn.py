@@ -125,6 +125,15 @@ class Turn:
                 self.delivered = True
                 if not isinstance(obj, dict):
                     continue
+                upstream_error = obj.get("error")
+                if isinstance(upstream_error, dict):
+                    # An error event mid-stream: the socket has no HTTP status to carry it, so it
+                    # becomes this chat's `error` (and an error row), never a silent `done`.
+                    message = str(upstream_error.get("message") or "The upstream failed mid-stream.")
+                    await self._fail(ProxyError(502, message, type="upstream_error",
+                                                code=str(upstream_error.get("code") or "upstream_error")),
+                                     self.delivered)
+                    return
                 meter.take_usage(obj)
                 meter.add_chunk(obj)
                 for message in delta_messages(self.chat_id, obj):

@@ -491,3 +491,15 @@ async def test_key_limits_are_shared_with_http(gateway: Gateway) -> None:
     r = await asyncio.to_thread(requests.post, gateway.url + "/v1/chat/completions", json=body,
                                 headers=headers, timeout=10)
     assert r.status_code == 200  # the cancelled turn gave its slot back
+
+
+async def test_an_upstream_error_event_mid_stream_is_an_error_not_a_done(gateway: Gateway) -> None:
+    gateway.upstream.default = Scenario(error_after_chunks=2, report_usage=False)
+    async with open_ws(gateway.url, gateway.headers()) as ws:
+        await send(ws, chat("c1"))
+        messages = await until_end(ws, "c1")
+    kinds = [m["type"] for m in messages]
+    assert kinds[0] == "start" and "delta" in kinds and kinds[-1] == "error" and "done" not in kinds
+    assert messages[-1]["error"]["message"] == "model overloaded mid-stream"
+    (row,) = await rows(gateway, 1)
+    assert (row.status_code, row.error_type) == (502, "overloaded") and row.completion_tokens > 0

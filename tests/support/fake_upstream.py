@@ -34,6 +34,7 @@ class Scenario:
     chunk_delay_s: float = 0.0  # between the other chunks
     usage_in_last_content_chunk: bool = False
     break_after_chunks: int | None = None  # drop the connection mid-stream
+    error_after_chunks: int | None = None  # send an OpenAI error event mid-stream, then end
 
     def pieces(self) -> list[str]:
         """The reply split into stream chunks (word by word, spaces kept)."""
@@ -159,6 +160,12 @@ class FakeUpstream:
         for i, piece in enumerate(pieces):
             if sc.break_after_chunks is not None and i >= sc.break_after_chunks:
                 request.transport.close()  # type: ignore[union-attr]
+                return resp
+            if sc.error_after_chunks is not None and i >= sc.error_after_chunks:
+                error = {"error": {"message": "model overloaded mid-stream", "type": "server_error",
+                                   "param": None, "code": "overloaded"}}
+                await resp.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+                await resp.write_eof()
                 return resp
             await resp.write(chunk({"content": piece}))
             if i == 0 and sc.first_chunk_pause_s:
