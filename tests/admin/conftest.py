@@ -23,18 +23,13 @@ from shared.db import make_engine
 from shared.logs import setup_logging
 from shared.models import Base
 from shared.settings import Settings
+from tests.support.seed import SEED_CLIENT_KEY, seed_provider
+from tests.support.seed import SEED_MODEL as SEED_MODEL  # re-exported for the admin tests
 
 ADMIN_TOKEN = "adm-test-token-7f3c9e1b2d"
 SERVER_KEY = "sk-upstream-secret-0a1b2c3d4e5f"
-CLIENT_KEY = "my-key-123"
-SEED_PROVIDER = {
-    "name": "openai",
-    "server_url": "https://api.openai.com/v1",
-    "server_key": SERVER_KEY,
-    "personalized_key": CLIENT_KEY,
-    "description": "OpenAI official API",
-}
-SEED_MODEL = {"provider_id": 1, "model_name": "gpt-4", "description": "GPT-4 model"}
+CLIENT_KEY = SEED_CLIENT_KEY
+SEED_PROVIDER = seed_provider(SERVER_KEY)
 
 Dump = dict[str, list[tuple[Any, ...]]]
 

@@ -9,19 +9,13 @@ import pytest
 import requests
 
 from tests.support.nexus_process import NexusProcess, free_port
+from tests.support.seed import SEED_CLIENT_KEY, SEED_MODEL, seed_provider
 
 pytestmark = pytest.mark.db
 
 SERVER_KEY = "sk-test-e2e-5e1fa77c0b9d"
-CLIENT_KEY = "my-key-123"
-SEED_PROVIDER = {
-    "name": "openai",
-    "server_url": "https://api.openai.com/v1",
-    "server_key": SERVER_KEY,
-    "personalized_key": CLIENT_KEY,
-    "description": "OpenAI official API",
-}
-SEED_MODEL = {"provider_id": 1, "model_name": "gpt-4", "description": "GPT-4 model"}
+CLIENT_KEY = SEED_CLIENT_KEY
+SEED_PROVIDER = seed_provider(SERVER_KEY)
 
 
 def _ok(response: requests.Response, status: int = 200) -> Any:

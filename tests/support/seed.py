@@ -12,6 +12,21 @@ from shared.db import bump_config_version
 from shared.models import ApiKey, Provider, ProviderModel
 from shared.secrets import hash_key, key_hint
 
+# The seed project's own request bodies, which must keep working unchanged.
+SEED_CLIENT_KEY = "my-key-123"
+SEED_MODEL = {"provider_id": 1, "model_name": "gpt-4", "description": "GPT-4 model"}
+
+
+def seed_provider(server_key: str) -> dict[str, str]:
+    """The seed's `POST /providers` body with the given server key."""
+    return {
+        "name": "openai",
+        "server_url": "https://api.openai.com/v1",
+        "server_key": server_key,
+        "personalized_key": SEED_CLIENT_KEY,
+        "description": "OpenAI official API",
+    }
+
 
 def add_provider(engine: Engine, name: str, url: str, server_key: str = "sk-upstream-secret-0001", **kw: Any) -> int:
     """Insert a provider; returns its id."""
