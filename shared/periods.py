@@ -9,7 +9,7 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from shared.models import UsageRecord
+from shared.models import UsageRollupDaily
 from shared.types import Money
 
 PERIODS = ("total", "daily", "monthly")
@@ -35,15 +35,18 @@ def consumption(session: Session, periods: Mapping[int, str], now: datetime) -> 
     by_period: dict[str, list[int]] = {}
     for key_id, period in periods.items():
         by_period.setdefault(period if period in PERIODS else "total", []).append(key_id)
+    # Periods start at UTC midnight, so whole days of the daily rollup (kept equal to usage_record by
+    # triggers) give exact sums without reading a key's raw history.
+    daily = UsageRollupDaily
     for period, key_ids in by_period.items():
         start, _ = period_bounds(period, now)
         stmt = (
-            select(UsageRecord.key_id, func.sum(UsageRecord.total_tokens), func.sum(UsageRecord.cost_usd))
-            .where(UsageRecord.key_id.in_(key_ids))
-            .group_by(UsageRecord.key_id)
+            select(daily.key_id, func.sum(daily.total_tokens), func.sum(daily.cost_usd))
+            .where(daily.key_id.in_(key_ids))
+            .group_by(daily.key_id)
         )
         if period != "total":
-            stmt = stmt.where(UsageRecord.created_at >= start)
+            stmt = stmt.where(daily.day >= int((start - EPOCH).total_seconds()) // 86400)
         for key_id, tokens, cost in session.execute(stmt):
             # SUM keeps the column type, so `cost` is already an exact Decimal.
             out[int(key_id)] = (int(tokens or 0), cost if cost is not None else Money.from_scaled(0))
