@@ -21,7 +21,7 @@ from proxy_app.errors import (
 from proxy_app.exchange import ChatCall, finish, finish_detached, prepare_call, proxy_error_status, release
 from proxy_app.keys import CLIENT_KEY, STATE
 from proxy_app.meter import Meter
-from proxy_app.sse import iter_event_batches, parse_event
+from proxy_app.sse import DONE, iter_event_batches, parse_event
 from proxy_app.state import ProxyState
 from proxy_app.upstream import UpstreamFailure, UpstreamReply, open_upstream
 
@@ -143,6 +143,7 @@ async def _relay_stream(
     route = reply.route
     out = web.StreamResponse(status=200, headers={**SSE_HEADERS, **_ids(call)})
     delivered = False
+    complete = False  # the client has the whole reply ([DONE] or the upstream's end was written)
     try:
         await out.prepare(request)
         # The events of one upstream read go out in one write: as prompt as one write per
@@ -150,9 +151,12 @@ async def _relay_stream(
         async for events in iter_event_batches(upstream.content.iter_any()):
             batch: list[bytes] = []
             chunks: list[dict[str, Any]] = []
+            ends = False
             for raw in events:
                 obj = parse_event(raw)
-                if isinstance(obj, dict):
+                if obj is DONE:
+                    ends = True
+                elif isinstance(obj, dict):
                     meter.take_usage(obj)
                     if not call.client_wants_usage and obj.get("usage"):
                         choices = obj.get("choices")
@@ -169,13 +173,17 @@ async def _relay_stream(
             if meter.ttft_ms is None:
                 meter.ttft_ms = (time.perf_counter() - call.started) * 1000.0
             delivered = True
+            complete = complete or ends
             for obj in chunks:
                 meter.add_chunk(obj)
+        complete = True
         await out.write_eof()
     except (ConnectionResetError, asyncio.CancelledError) as exc:
         # The client left: stop reading upstream (closing cancels that call) and bill what was sent.
+        # Clients hang up as soon as they read [DONE]: that exchange completed, it is no abort.
         upstream.close()
-        finish_detached(state, call, route, meter, CLIENT_CLOSED, "client_closed", delivered_any=delivered)
+        status, error_type = (200, None) if complete else (CLIENT_CLOSED, "client_closed")
+        finish_detached(state, call, route, meter, status, error_type, delivered_any=delivered)
         if isinstance(exc, asyncio.CancelledError):
             raise
         return out

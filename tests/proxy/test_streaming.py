@@ -186,3 +186,22 @@ async def test_two_hundred_concurrent_requests_make_two_hundred_exact_rows(gatew
             # Billed for what was written before the disconnect was seen: at least "Hello", not all.
             assert (row.status_code, row.token_source) == (499, "estimated")
             assert row.prompt_tokens == aborted_prompt and 1 <= row.completion_tokens < full_reply
+
+
+def test_client_hanging_up_right_after_done_is_a_completed_request(gateway: Gateway) -> None:
+    # The upstream keeps its connection open a while after [DONE]; the client leaves at [DONE].
+    gateway.upstream.default = Scenario(linger_after_done_s=2.0)
+    host, port = gateway.url.removeprefix("http://").split(":")
+    body = json.dumps({"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}).encode()
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {gateway.key}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+    )
+    received = b""
+    deadline = time.monotonic() + 5
+    while b"[DONE]" not in received and time.monotonic() < deadline:
+        received += sock.recv(65536)
+    sock.close()
+    (row,) = gateway.wait_rows(1)
+    assert (row.status_code, row.error_type, row.total_tokens, row.token_source) == (200, None, 24, "upstream")

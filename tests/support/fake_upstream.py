@@ -35,6 +35,7 @@ class Scenario:
     usage_in_last_content_chunk: bool = False
     break_after_chunks: int | None = None  # drop the connection mid-stream
     error_after_chunks: int | None = None  # send an OpenAI error event mid-stream, then end
+    linger_after_done_s: float = 0.0  # keep the stream open after [DONE] before ending it
 
     def pieces(self) -> list[str]:
         """The reply split into stream chunks (word by word, spaces kept)."""
@@ -179,5 +180,7 @@ class FakeUpstream:
                    "model": body.get("model"), "choices": [], "usage": usage}
             await resp.write(b"data: " + json.dumps(obj).encode() + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
+        if sc.linger_after_done_s:
+            await asyncio.sleep(sc.linger_after_done_s)
         await resp.write_eof()
         return resp
