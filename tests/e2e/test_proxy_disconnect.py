@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import socket
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.fake_upstream import FakeUpstream, Scenario
+from tests.support.raw_client import stream_until
 
 pytestmark = pytest.mark.db
 
@@ -31,16 +30,9 @@ def test_disconnect_mid_stream_cancels_upstream_and_bills_499(nexus_factory, ups
     key = nx.admin("POST", "/keys", json={"name": "k"}).json()["key"]
     time.sleep(1.5)  # the proxy polls the config version about once a second
 
-    body = json.dumps({"model": "gpt-4o-mini", "stream": True, "conversation_id": "drop-conv",
-                       "messages": [{"role": "user", "content": "count"}]}).encode()
-    sock = socket.create_connection(("127.0.0.1", nx.proxy_port), timeout=5)
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 + f"Authorization: Bearer {key}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-    got = b""
-    deadline = time.monotonic() + 5
-    while b"one" not in got and time.monotonic() < deadline:
-        got += sock.recv(65536)
-    sock.close()
+    body = {"model": "gpt-4o-mini", "stream": True, "conversation_id": "drop-conv",
+            "messages": [{"role": "user", "content": "count"}]}
+    assert b"one" in stream_until(nx.proxy_url, key, body, b"one")
     # The next chunk is 3 s away: only cancelling the handler on disconnect cuts the call sooner.
     deadline = time.monotonic() + 1.5
     while upstream.cancelled < 1 and time.monotonic() < deadline:

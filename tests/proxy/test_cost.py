@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from decimal import Decimal
 
@@ -24,6 +23,7 @@ from shared.models import ProviderModel
 from shared.pricing import request_cost
 from tests.proxy.conftest import Gateway
 from tests.support.fake_upstream import Scenario
+from tests.support.raw_client import stream_until
 
 pytestmark = pytest.mark.db
 
@@ -69,17 +69,7 @@ def test_client_aborted_stream_is_billed_for_what_was_delivered(gateway: Gateway
     gateway.upstream.default = Scenario(
         reply="alpha beta gamma delta epsilon zeta eta theta", chunk_delay_s=0.3, report_usage=False
     )
-    host, port = gateway.url.removeprefix("http://").split(":")
-    body = json.dumps({"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}).encode()
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            + f"Authorization: Bearer {gateway.key}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
-        )
-        received = b""
-        deadline = time.monotonic() + 5
-        while b"alpha" not in received and time.monotonic() < deadline:
-            received += sock.recv(65536)
+    stream_until(gateway.url, gateway.key, {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}, b"alpha")
     (row,) = gateway.wait_rows(1)
     assert row.status_code == 499 and row.stream
     assert row.completion_tokens >= 1

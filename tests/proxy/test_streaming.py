@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 
 import aiohttp
@@ -14,6 +13,7 @@ import requests
 from shared.tokens import TokenCounter
 from tests.proxy.conftest import Gateway
 from tests.support.fake_upstream import Scenario
+from tests.support.raw_client import stream_until
 from tests.support.seed import add_model
 
 pytestmark = pytest.mark.db
@@ -105,18 +105,8 @@ async def test_stream_is_not_buffered(gateway: Gateway) -> None:
 def test_client_disconnect_cancels_upstream_and_records_delivered(gateway: Gateway) -> None:
     gateway.upstream.default = Scenario(reply="alpha beta gamma delta epsilon zeta eta theta", chunk_delay_s=0.3,
                                         report_usage=False)
-    host, port = gateway.url.removeprefix("http://").split(":")
-    body = json.dumps({"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}).encode()
-    sock = socket.create_connection((host, int(port)), timeout=5)
-    sock.sendall(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Authorization: Bearer {gateway.key}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
-    )
-    received = b""
-    deadline = time.monotonic() + 5
-    while b"alpha" not in received and time.monotonic() < deadline:
-        received += sock.recv(65536)
-    sock.close()  # leave after the first content chunk
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    stream_until(gateway.url, gateway.key, body, b"alpha")  # leave after the first content chunk
     (row,) = gateway.wait_rows(1)
     assert row.status_code == 499 and row.error_type == "client_closed"
     counter = TokenCounter()
@@ -191,17 +181,7 @@ async def test_two_hundred_concurrent_requests_make_two_hundred_exact_rows(gatew
 def test_client_hanging_up_right_after_done_is_a_completed_request(gateway: Gateway) -> None:
     # The upstream keeps its connection open a while after [DONE]; the client leaves at [DONE].
     gateway.upstream.default = Scenario(linger_after_done_s=2.0)
-    host, port = gateway.url.removeprefix("http://").split(":")
-    body = json.dumps({"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}).encode()
-    sock = socket.create_connection((host, int(port)), timeout=5)
-    sock.sendall(
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        + f"Authorization: Bearer {gateway.key}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
-    )
-    received = b""
-    deadline = time.monotonic() + 5
-    while b"[DONE]" not in received and time.monotonic() < deadline:
-        received += sock.recv(65536)
-    sock.close()
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+    assert b"[DONE]" in stream_until(gateway.url, gateway.key, body, b"[DONE]")
     (row,) = gateway.wait_rows(1)
     assert (row.status_code, row.error_type, row.total_tokens, row.token_source) == (200, None, 24, "upstream")

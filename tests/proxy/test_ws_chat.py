@@ -54,30 +54,26 @@ async def recv(ws: ClientConnection) -> dict[str, Any]:
     return message
 
 
-async def until_end(ws: ClientConnection, *chat_ids: Any) -> list[dict[str, Any]]:
-    """Every message until each of `chat_ids` has had its `done` or `error`."""
+async def _until(ws: ClientConnection, kinds: tuple[str, ...], chat_ids: tuple[Any, ...]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     pending = set(chat_ids)
     async with asyncio.timeout(TIMEOUT_S):
         while pending:
             message = await recv(ws)
             out.append(message)
-            if message["type"] in ("done", "error"):
+            if message["type"] in kinds:
                 pending.discard(message.get("id"))
     return out
 
 
+async def until_end(ws: ClientConnection, *chat_ids: Any) -> list[dict[str, Any]]:
+    """Every message until each of `chat_ids` has had its `done` or `error`."""
+    return await _until(ws, ("done", "error"), chat_ids)
+
+
 async def until_delta(ws: ClientConnection, *chat_ids: Any) -> list[dict[str, Any]]:
     """Every message until each of `chat_ids` has had a `delta`."""
-    out: list[dict[str, Any]] = []
-    pending = set(chat_ids)
-    async with asyncio.timeout(TIMEOUT_S):
-        while pending:
-            message = await recv(ws)
-            out.append(message)
-            if message["type"] == "delta":
-                pending.discard(message["id"])
-    return out
+    return await _until(ws, ("delta",), chat_ids)
 
 
 def of(messages: list[dict[str, Any]], chat_id: Any, kind: str | None = None) -> list[dict[str, Any]]:
