@@ -6,7 +6,6 @@ import asyncio
 import time
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
@@ -24,6 +23,7 @@ from proxy_app.meter import Meter
 from proxy_app.sse import DONE, iter_event_batches, parse_event
 from proxy_app.state import ProxyState
 from proxy_app.upstream import UpstreamFailure, UpstreamReply, open_upstream
+from proxy_app.upstream_http import UpstreamHTTPError
 
 CLIENT_CLOSED = 499
 SSE_HEADERS = {
@@ -77,7 +77,7 @@ async def _forward(request: web.Request, state: ProxyState, call: ChatCall) -> w
     meter = Meter()
     try:
         reply = await open_upstream(
-            state.session, call.routes, call.body, call.stream, call.request_id,
+            state.upstream, call.routes, call.body, call.stream, call.request_id,
             state.settings.upstream_max_attempts,
         )
     except UpstreamFailure as exc:
@@ -102,11 +102,11 @@ async def _relay_json(state: ProxyState, call: ChatCall, reply: UpstreamReply, m
     route = reply.route
     try:
         raw = await response.read()
-    except asyncio.TimeoutError:
+    except TimeoutError:
         exc = upstream_timeout(f"Upstream provider '{route.provider.name}' timed out sending its reply.")
         await finish(state, call, route, meter, exc.status, exc.code, delivered_any=False)
         return exc.response(_ids(call))
-    except aiohttp.ClientError:
+    except UpstreamHTTPError:
         exc = upstream_unreachable(f"Upstream provider '{route.provider.name}' broke off its reply.")
         await finish(state, call, route, meter, exc.status, exc.code, delivered_any=False)
         return exc.response(_ids(call))
@@ -148,7 +148,7 @@ async def _relay_stream(
         await out.prepare(request)
         # The events of one upstream read go out in one write: as prompt as one write per
         # event, without a syscall and a chunk header for each.
-        async for events in iter_event_batches(upstream.content.iter_any()):
+        async for events in iter_event_batches(upstream.iter_any()):
             batch: list[bytes] = []
             chunks: list[dict[str, Any]] = []
             ends = False
@@ -187,7 +187,7 @@ async def _relay_stream(
         if isinstance(exc, asyncio.CancelledError):
             raise
         return out
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (UpstreamHTTPError, TimeoutError) as exc:
         failure = stream_failure(exc, route.provider.name)
         try:
             await out.write(b"data: " + orjson.dumps({"error": failure.body()}) + b"\n\n")

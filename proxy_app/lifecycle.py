@@ -7,13 +7,13 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
 from proxy_app.config import ConfigStore
 from proxy_app.keys import SETTINGS, STATE
 from proxy_app.limits import Limiter
 from proxy_app.state import ProxyState
+from proxy_app.upstream_http import UpstreamClient
 from shared.archive import ArchiveWriter
 from shared.db import make_engine
 from shared.tokens import TokenCounter
@@ -30,7 +30,7 @@ ARCHIVE_FLUSH_S = 5.0
 
 
 async def services_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Create the HTTP session, config store, writers and token counter; flush them on exit."""
+    """Create the upstream client, config store, writers and token counter; flush them on exit."""
     settings = app[SETTINGS]
     loop = asyncio.get_running_loop()
     engine = make_engine(settings.database_url)
@@ -54,14 +54,11 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     await config.start()
     usage.start()
     archive.start()
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-    # No cookie jar: one client's upstream cookies must not ride along on another key's calls
-    # (and filtering cookies was a cost on every request).
-    session = aiohttp.ClientSession(
-        connector=connector, auto_decompress=True, trust_env=False, cookie_jar=aiohttp.DummyCookieJar()
-    )
+    # No cookies, no environment proxies: one client's upstream state never rides along on
+    # another key's calls, and a provider's own http_proxy is the only proxy used.
+    upstream = UpstreamClient()
     state = ProxyState(
-        settings=settings, config=config, session=session, usage=usage, archive=archive, tokens=tokens,
+        settings=settings, config=config, upstream=upstream, usage=usage, archive=archive, tokens=tokens,
         limiter=limiter,
     )
     app[STATE] = state
@@ -75,7 +72,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         if state.background:
             await asyncio.wait(set(state.background), timeout=BACKGROUND_DRAIN_S)
         await config.stop()
-        await session.close()
+        await upstream.close()
         # Joining the writer threads blocks; do it on a worker so the loop stays free.
         await loop.run_in_executor(None, usage.stop, USAGE_FLUSH_S)
         await loop.run_in_executor(None, archive.stop, ARCHIVE_FLUSH_S)

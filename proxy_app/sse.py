@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
+
+from proxy_app.upstream_http import UpstreamPayloadError
 
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 DONE = object()  # the `data: [DONE]` sentinel
@@ -65,7 +66,7 @@ async def iter_event_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list
             del buf[:start]
         elif len(buf) > MAX_EVENT_BYTES:
             # An upstream that never ends its event must not grow our memory without bound.
-            raise aiohttp.ClientPayloadError(f"SSE event larger than {MAX_EVENT_BYTES} bytes")
+            raise UpstreamPayloadError(f"SSE event larger than {MAX_EVENT_BYTES} bytes")
         if events:
             yield events
     if buf.strip():

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-import aiohttp
-
 from proxy_app.config import ConfigStore
 from proxy_app.limits import Limiter
+from proxy_app.upstream_http import UpstreamClient
 from shared.archive import ArchiveWriter
 from shared.settings import Settings
 from shared.tokens import TokenCounter
@@ -21,7 +20,7 @@ class ProxyState:
 
     settings: Settings
     config: ConfigStore
-    session: aiohttp.ClientSession
+    upstream: UpstreamClient
     usage: UsageWriter
     archive: ArchiveWriter
     tokens: TokenCounter

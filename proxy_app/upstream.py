@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
-import aiohttp
 import orjson
 
 from proxy_app.config import Route
 from proxy_app.errors import ProxyError, upstream_timeout, upstream_unreachable
+from proxy_app.upstream_http import UpstreamClient, UpstreamHTTPError, UpstreamResponse
 
 log = logging.getLogger("nexusai.proxy.upstream")
 
@@ -30,7 +29,7 @@ class UpstreamReply:
     """An upstream response whose headers have arrived; the body is still unread."""
 
     route: Route
-    response: aiohttp.ClientResponse
+    response: UpstreamResponse
     attempts: int
 
 
@@ -44,12 +43,12 @@ def _headers(route: Route, stream: bool) -> dict[str, str]:
 def _proxy_url(route: Route) -> str | None:
     proxy = route.provider.http_proxy
     if proxy and not proxy.startswith(("http://", "https://")):
-        raise aiohttp.InvalidURL(f"unsupported proxy scheme for provider {route.provider.name}")
-    return proxy
+        raise UpstreamHTTPError(f"unsupported proxy scheme for provider {route.provider.name}")
+    return proxy or None
 
 
 async def open_upstream(
-    session: aiohttp.ClientSession,
+    client: UpstreamClient,
     routes: list[Route],
     body: dict[str, object],
     stream: bool,
@@ -66,24 +65,24 @@ async def open_upstream(
     for attempt, route in enumerate(candidates, start=1):
         is_last = attempt == len(candidates)
         payload = orjson.dumps({**body, "model": route.upstream_name})
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=route.provider.timeout_s, sock_read=route.provider.timeout_s
-        )
+        timeout = route.provider.timeout_s
         try:
-            response = await session.post(
+            response = await client.request(
+                "POST",
                 route.provider.base_url + "/chat/completions",
-                data=payload,
+                body=payload,
                 headers=_headers(route, stream),
                 proxy=_proxy_url(route),
-                timeout=timeout,
+                connect_timeout=timeout,
+                read_timeout=timeout,
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("request %s attempt %d: provider %s timed out", request_id, attempt, route.provider.name)
             last_error = UpstreamFailure(upstream_timeout(
                 f"Upstream provider '{route.provider.name}' did not answer within {route.provider.timeout_s:g} s."
             ), route)
             continue
-        except aiohttp.ClientError as exc:
+        except UpstreamHTTPError as exc:
             log.warning("request %s attempt %d: provider %s unreachable: %s",
                         request_id, attempt, route.provider.name, type(exc).__name__)
             last_error = UpstreamFailure(

@@ -13,7 +13,6 @@ import asyncio
 import time
 from typing import Any
 
-import aiohttp
 import orjson
 
 from proxy_app.chat_http import CLIENT_CLOSED
@@ -24,6 +23,7 @@ from proxy_app.meter import Meter
 from proxy_app.sse import iter_events, parse_event
 from proxy_app.state import ProxyState
 from proxy_app.upstream import UpstreamFailure, open_upstream
+from proxy_app.upstream_http import UpstreamHTTPError, UpstreamResponse
 from proxy_app.ws_protocol import ChatId, ClientGone, Send, completion_messages, delta_messages, error_message
 
 SHUTDOWN_STATUS = 503
@@ -52,7 +52,7 @@ class Turn:
         self._send = send
         self.meter = Meter()
         self.route: Route = call.routes[0]
-        self.upstream: aiohttp.ClientResponse | None = None
+        self.upstream: UpstreamResponse | None = None
         self.delivered = False
         self.task: asyncio.Task[None] | None = None
         self.stop_reason: str | None = None
@@ -96,7 +96,7 @@ class Turn:
         state, call = self.state, self.call
         try:
             reply = await open_upstream(
-                state.session, call.routes, call.body, True, call.request_id, state.settings.upstream_max_attempts,
+                state.upstream, call.routes, call.body, True, call.request_id, state.settings.upstream_max_attempts,
             )
         except UpstreamFailure as exc:
             self.route = exc.route
@@ -118,7 +118,7 @@ class Turn:
         assert self.upstream is not None
         meter = self.meter
         try:
-            async for raw in iter_events(self.upstream.content.iter_any()):
+            async for raw in iter_events(self.upstream.iter_any()):
                 obj = parse_event(raw)
                 if meter.ttft_ms is None:
                     meter.ttft_ms = (time.perf_counter() - self.call.started) * 1000.0
@@ -138,7 +138,7 @@ class Turn:
                 meter.add_chunk(obj)
                 for message in delta_messages(self.chat_id, obj):
                     await self._emit(message)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (UpstreamHTTPError, TimeoutError) as exc:
             await self._fail(stream_failure(exc, self.route.provider.name), self.delivered)
             return
         await self._complete(200, delivered_any=self.delivered)
@@ -149,7 +149,7 @@ class Turn:
         response = self.upstream
         try:
             raw = await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (UpstreamHTTPError, TimeoutError) as exc:
             await self._fail(stream_failure(exc, self.route.provider.name), False)
             return
         self.meter.ttft_ms = (time.perf_counter() - self.call.started) * 1000.0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 
 from proxy_app.sse import DONE, MAX_EVENT_BYTES, iter_events, parse_event
+from proxy_app.upstream_http import UpstreamPayloadError
 
 
 async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -33,5 +33,5 @@ async def test_multi_line_data_is_joined_and_a_trailing_event_is_kept() -> None:
 
 async def test_an_event_that_never_ends_is_refused_not_buffered_forever() -> None:
     piece = b"x" * (1024 * 1024)
-    with pytest.raises(aiohttp.ClientPayloadError):
+    with pytest.raises(UpstreamPayloadError):
         await _collect(b"data: ", *([piece] * (MAX_EVENT_BYTES // len(piece) + 2)))

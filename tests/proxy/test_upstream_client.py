@@ -270,8 +270,6 @@ async def test_large_chunked_body(client: UpstreamClient, running: Any) -> None:
     assert srv.connections == 1
 
 
-@pytest.mark.xfail(strict=True, raises=UpstreamPayloadError,
-                   reason="client gap: only zlib-wrapped deflate is decoded (aiohttp also decoded raw deflate)")
 async def test_raw_deflate_body_is_decoded(client: UpstreamClient, running: Any) -> None:
     """Some servers send "deflate" without the zlib wrapper; aiohttp, which this client replaces, decoded it."""
     squeeze = zlib.compressobj(wbits=-zlib.MAX_WBITS)
@@ -709,14 +707,7 @@ async def _wait_for_hangup(conn: Conn, hung_up: asyncio.Event) -> None:
         hung_up.set()
 
 
-@pytest.mark.parametrize("which", [
-    pytest.param("connect_timeout", marks=pytest.mark.xfail(
-        strict=True, raises=pytest.fail.Exception,
-        reason="client bug: TimeoutError is raised but the connection to the proxy is left open")),
-    pytest.param("read_timeout", marks=pytest.mark.xfail(
-        strict=True, raises=TypeError,
-        reason="client bug: _connect formats connect_timeout=None with ':g' and raises TypeError")),
-])
+@pytest.mark.parametrize("which", ["connect_timeout", "read_timeout"])
 async def test_timeout_while_the_proxy_ignores_connect(client: UpstreamClient, running: Any, which: str) -> None:
     hung_up = asyncio.Event()
     silent_proxy = await running(ScriptedServer(_silent_after(b"", hung_up)))
