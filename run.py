@@ -36,6 +36,7 @@ MODES = ("all", "admin", "proxy")
 # skips migrations (already applied) and dies with its parent.
 SUPERVISOR_ENV = "NEXUSAI_SUPERVISOR_PID"
 SHUTDOWN_TIMEOUT_S = 10.0  # per server: in-flight requests get this long to finish
+PROXY_SWITCH_INTERVAL_S = 0.0002  # see serve_proxy
 # Supervisor: then SIGKILL. Covers in-flight requests (10 s) plus the proxy's drains (5 + 20 + 5 s).
 STOP_TIMEOUT_S = 60.0
 POLL_INTERVAL_S = 0.2
@@ -270,6 +271,10 @@ def serve_proxy(settings: Settings) -> int:
 
     from proxy_app import create_app
 
+    # The usage and log writer threads run Python between their I/O calls. With the default
+    # 5 ms switch interval the event loop, woken by a client, could wait that long for the GIL
+    # while a writer batch runs: that was the proxy's p99.
+    sys.setswitchinterval(PROXY_SWITCH_INTERVAL_S)
     sock = bind_listener("proxy", settings.proxy_host, settings.proxy_port)
     port = sock.getsockname()[1]
     url = f"http://{format_hostport(settings.proxy_host, port)}"

@@ -3,35 +3,124 @@
 from __future__ import annotations
 
 import atexit
+import collections
 import logging
 import logging.handlers
-import queue
 import sys
+import threading
+from typing import Any
 
 from shared.settings import Settings
+from shared.thread_priority import run_in_background
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
 MAX_BYTES = 10 * 1024 * 1024
 BACKUPS = 5
 
 
-class _ThreadQueueHandler(logging.handlers.QueueHandler):
-    """A QueueHandler for a same-process listener: the caller only merges msg % args."""
+# How long an INFO line may wait for the writer thread; WARNING and above wake it at once.
+BATCH_INTERVAL_S = 0.1
+BATCH_WAKE_AT = 1000  # lines buffered
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        """Merge the message now (args may change later); format and copy only records with tracebacks."""
-        if record.exc_info or record.stack_info:
-            return super().prepare(record)
-        record.msg = record.getMessage()
-        record.args = None
-        return record
+
+class BatchingHandler(logging.Handler):
+    """Formats records on the caller's thread; a writer thread appends them to the streams in batches.
+
+    A queue drained by a listener woke that thread for every line, and the listener then
+    formatted each record holding the GIL: at one request at a time the wake-up cost more
+    than the request, and a batch of formatting stalled the event loop. Here the caller
+    formats (a few microseconds) and appends to a deque; every BATCH_INTERVAL_S (at once
+    for a warning) the thread writes what has gathered with one call per stream, which
+    holds the GIL for almost nothing.
+    """
+
+    def __init__(self, *targets: logging.StreamHandler[Any]) -> None:
+        super().__init__()
+        self._targets = targets
+        self._lines: collections.deque[str] = collections.deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._thread.start()
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        """Format now (args and exceptions are alive now) and buffer the line; no lock needed."""
+        if self.filters and not self.filter(record):
+            return False
+        try:
+            line = self.format(record) + "\n"
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
+            return False
+        self._lines.append(line)
+        if record.levelno >= logging.WARNING or len(self._lines) >= BATCH_WAKE_AT:
+            self._wake.set()
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Buffer one record (see handle)."""
+        self.handle(record)
+
+    def _run(self) -> None:
+        run_in_background()
+        while not self._stopping:
+            self._wake.wait(BATCH_INTERVAL_S)
+            self._wake.clear()
+            self._write()
+        self._write()
+
+    def _write(self) -> None:
+        lines = self._lines
+        if not lines:
+            return
+        taken = [lines.popleft() for _ in range(len(lines))]
+        text = "".join(taken)
+        for target in self._targets:
+            target.acquire()
+            try:
+                if isinstance(target, logging.handlers.RotatingFileHandler) and target.maxBytes > 0:
+                    _write_rotating(target, taken)
+                else:
+                    target.stream.write(text)
+                target.stream.flush()
+            except Exception as exc:  # noqa: BLE001 - a full disk must not kill the writer thread
+                print(f"nexusai: {len(taken)} log lines lost: {exc!r}", file=sys.__stderr__)
+            finally:
+                target.release()
+
+    def close(self) -> None:
+        """Write what is buffered, stop the thread, close the streams."""
+        if not self._stopping:
+            self._stopping = True
+            self._wake.set()
+            self._thread.join(5.0)
+            for target in self._targets:
+                target.close()
+        super().close()
+
+
+def _write_rotating(target: logging.handlers.RotatingFileHandler, lines: list[str]) -> None:
+    """Append lines, rolling the file over before the one that would take it past maxBytes."""
+    if target.stream is None:
+        target.doRollover()
+    size = target.stream.tell()
+    pending: list[str] = []
+    for line in lines:
+        if size and size + len(line) >= target.maxBytes:
+            target.stream.write("".join(pending))
+            pending = []
+            target.doRollover()
+            size = 0
+        pending.append(line)
+        size += len(line)
+    target.stream.write("".join(pending))
 
 
 def setup_logging(settings: Settings, process: str) -> None:
     """Send records to `LOG_DIR/<process>.log` (rotating) and stderr, once per process.
 
-    The proxy logs through a queue drained by a thread, so an access line never
-    makes its event loop wait on a disk write.
+    The proxy logs through a BatchingHandler, so an access line never makes its
+    event loop wait on a disk write (nor wake a thread of its own).
     """
     root = logging.getLogger()
     if getattr(root, "_nexusai_configured", None) == process:
@@ -55,11 +144,10 @@ def setup_logging(settings: Settings, process: str) -> None:
         logging.logThreads = False
         logging.logProcesses = False
         logging.logMultiprocessing = False
-        log_queue: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        listener = logging.handlers.QueueListener(log_queue, file_handler, stream_handler)
-        listener.start()
-        atexit.register(listener.stop)
-        front: list[logging.Handler] = [_ThreadQueueHandler(log_queue)]
+        batching = BatchingHandler(file_handler, stream_handler)
+        batching.setFormatter(formatter)
+        atexit.register(batching.close)
+        front: list[logging.Handler] = [batching]
     else:
         front = [file_handler, stream_handler]
     for handler in front:

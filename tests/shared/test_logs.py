@@ -1,0 +1,69 @@
+"""The proxy's batching log handler: formatted once, tracebacks kept, rotation, nothing lost at close."""
+
+from __future__ import annotations
+
+import io
+import logging
+import logging.handlers
+from pathlib import Path
+
+from shared.logs import LOG_FORMAT, BatchingHandler
+
+
+def _logger(name: str, handler: logging.Handler) -> logging.Logger:
+    logger = logging.getLogger(name)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    return logger
+
+
+def _handler(*targets: logging.StreamHandler) -> BatchingHandler:  # type: ignore[type-arg]
+    formatter = logging.Formatter(LOG_FORMAT)
+    for target in targets:
+        target.setFormatter(formatter)
+    handler = BatchingHandler(*targets)
+    handler.setFormatter(formatter)
+    return handler
+
+
+def test_lines_reach_every_stream_formatted_once_with_their_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "proxy.log"
+    stream = io.StringIO()
+    handler = _handler(logging.handlers.RotatingFileHandler(path, maxBytes=10**6, encoding="utf-8"),
+                       logging.StreamHandler(stream))
+    logger = _logger("nexusai.test.batching", handler)
+    try:
+        args = ["mutable"]
+        logger.info("request %s", args)
+        args.append("changed later")  # the line keeps what the arguments were when logged
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logger.exception("handler failed")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    text = path.read_text(encoding="utf-8")
+    assert text == stream.getvalue()
+    lines = text.splitlines()
+    assert lines[0].endswith("INFO [nexusai.test.batching] request ['mutable']")
+    assert lines[1].endswith("ERROR [nexusai.test.batching] handler failed")
+    assert lines[2] == "Traceback (most recent call last):" and lines[-1] == "ValueError: boom"
+    assert text.count("[nexusai.test.batching]") == 2  # not formatted twice
+
+
+def test_the_file_rotates_and_no_line_is_lost(tmp_path: Path) -> None:
+    path = tmp_path / "proxy.log"
+    handler = _handler(logging.handlers.RotatingFileHandler(path, maxBytes=4000, backupCount=50, encoding="utf-8"))
+    logger = _logger("nexusai.test.rotation", handler)
+    try:
+        for i in range(400):
+            logger.info("line %04d", i)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    files = sorted(tmp_path.glob("proxy.log*"))
+    assert len(files) > 2
+    seen = sorted(line.rsplit(" ", 1)[1] for f in files for line in f.read_text(encoding="utf-8").splitlines())
+    assert seen == [f"{i:04d}" for i in range(400)]
