@@ -424,6 +424,10 @@ def main(argv: Sequence[str]) -> int:
         print(f"run.py: refusing to start: {exc}", file=sys.stderr)
         return 2
 
+    if mode == "proxy":
+        from proxy_app.memory import limit_malloc_arenas
+
+        limit_malloc_arenas()  # before the first thread (the log writer) makes an arena of its own
     from shared.logs import setup_logging
 
     setup_logging(settings, "run" if mode == "all" else mode)

@@ -12,6 +12,7 @@ from aiohttp import web
 from proxy_app.config import ConfigStore
 from proxy_app.keys import SETTINGS, STATE
 from proxy_app.limits import Limiter
+from proxy_app.memory import trim_heap
 from proxy_app.state import ProxyState
 from proxy_app.upstream_http import UpstreamClient
 from shared.archive import ArchiveWriter
@@ -66,6 +67,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     # collection over them stalled the loop for 50-200 ms. Freeze them out of the collector.
     gc.collect()
     gc.freeze()
+    trim_heap()
     try:
         yield
     finally:
