@@ -182,6 +182,9 @@ class Bench:
         result = self.load(port, mode, concurrency, self.opts.max_requests, self.opts.duration_s)
         foreign_pct = foreign.percent()
         if pid:
+            # The usage writer runs at idle priority and catches up after a saturated phase:
+            # its work belongs to this phase's CPU figure.
+            wait_usage_rows(self.db_path, self.proxied + result.requests, timeout=60.0)
             time.sleep(self.opts.settle_s)
         cpu1 = cpu_seconds(pid) if pid else 0.0
         upstream = self.mock.chat_requests() - before_up

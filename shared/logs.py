@@ -11,7 +11,6 @@ import threading
 from typing import Any
 
 from shared.settings import Settings
-from shared.thread_priority import run_in_background
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
 MAX_BYTES = 10 * 1024 * 1024
@@ -62,7 +61,8 @@ class BatchingHandler(logging.Handler):
         self.handle(record)
 
     def _run(self) -> None:
-        run_in_background()
+        # Normal priority, unlike the usage writer: its batches are a join and two writes, and at
+        # idle priority a proxy that never rests would hold every line in memory.
         while not self._stopping:
             self._wake.wait(BATCH_INTERVAL_S)
             self._wake.clear()

@@ -21,14 +21,11 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from shared.models import ApiKey, UsageRecord
-from shared.thread_priority import run_in_background
 
 log = logging.getLogger("nexusai.usage")
 
 Record = dict[str, Any]
 _STOP = object()
-# Backlog (in batches) at which a normal-priority thread helps the idle-priority writer.
-BOOST_BATCHES = 4
 
 
 class UsageWriter:
@@ -52,10 +49,6 @@ class UsageWriter:
         self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
         self._pending = 0
         self._pending_lock = threading.Lock()
-        self._write_lock = threading.Lock()
-        self._boost_at = BOOST_BATCHES * batch_size
-        self._boosting = False
-        self.boosts = 0  # helper threads started (diagnostics, tests)
         self._idle = threading.Condition(self._pending_lock)
         self._stopping = threading.Event()
         self._last_write = 0.0
@@ -69,15 +62,7 @@ class UsageWriter:
         """Queue one usage row (never blocks)."""
         with self._pending_lock:
             self._pending += 1
-            boost = self._pending > self._boost_at and not self._boosting
-            if boost:
-                self._boosting = True
-                self.boosts += 1
         self._queue.put(dict(record))
-        if boost:
-            # Started from the caller (the event loop's thread), so it runs at the caller's
-            # normal priority: the idle-priority writer gets no CPU while the loop never rests.
-            threading.Thread(target=self._boost, name="usage-writer-boost", daemon=True).start()
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until every submitted row is written (for shutdown and tests)."""
@@ -97,7 +82,6 @@ class UsageWriter:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        run_in_background()
         stopping = False
         while not stopping:
             batch: list[Record] = []
@@ -117,26 +101,8 @@ class UsageWriter:
                 self._stopping.wait(linger)
                 stopping = self._drain(batch)
             if batch:
-                with self._write_lock:
-                    self._write_with_retry(batch, final=stopping)
+                self._write_with_retry(batch, final=stopping)
                 self._last_write = time.monotonic()
-
-    def _boost(self) -> None:
-        """Write the backlog down to under one batch, then end."""
-        try:
-            while True:
-                batch: list[Record] = []
-                saw_stop = self._drain(batch)
-                if saw_stop:
-                    self._queue.put(_STOP)  # shutdown belongs to the writer thread
-                if batch:
-                    with self._write_lock:
-                        self._write_with_retry(batch, final=False)
-                if saw_stop or len(batch) < self._batch_size:
-                    return
-        finally:
-            with self._pending_lock:
-                self._boosting = False
 
     def _drain(self, batch: list[Record]) -> bool:
         """Move what is already queued into `batch`, up to one batch; True when _STOP was seen."""
