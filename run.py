@@ -271,9 +271,8 @@ def serve_proxy(settings: Settings) -> int:
 
     from proxy_app import create_app
 
-    # The usage and log writer threads run Python between their I/O calls. With the default
-    # 5 ms switch interval the event loop, woken by a client, could wait that long for the GIL
-    # while a writer batch runs: that was the proxy's p99.
+    # The usage and log writer threads run Python between their I/O calls; with the default
+    # 5 ms switch interval the event loop, woken by a client, may wait that long for the GIL.
     sys.setswitchinterval(PROXY_SWITCH_INTERVAL_S)
     sock = bind_listener("proxy", settings.proxy_host, settings.proxy_port)
     port = sock.getsockname()[1]
