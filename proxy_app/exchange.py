@@ -20,6 +20,7 @@ from proxy_app.limits import Ticket, is_limited, needs_reservation
 from proxy_app.meter import Meter, Usage
 from proxy_app.routing import resolve
 from proxy_app.state import ProxyState
+from shared.logs import log_info_line
 from shared.pricing import ZERO, request_cost
 from shared.tokens import messages_char_size
 
@@ -234,8 +235,8 @@ def _record(
             "latency_ms": round(latency_ms, 3),
             "ttft_ms": meter.ttft_ms,
         })
-    access_log.info(
-        "%s %s key=%s model=%s provider=%s status=%d latency_ms=%.1f tokens=%d/%d source=%s",
+    log_info_line(
+        access_log, "%s %s key=%s model=%s provider=%s status=%d latency_ms=%.1f tokens=%d/%d source=%s",
         call.request_id, call.transport, call.key.hint, call.model,
         route.provider.name if route else "-", status, latency_ms,
         usage.prompt_tokens, usage.completion_tokens, usage.source,

@@ -67,3 +67,32 @@ def test_the_file_rotates_and_no_line_is_lost(tmp_path: Path) -> None:
     assert len(files) > 2
     seen = sorted(line.rsplit(" ", 1)[1] for f in files for line in f.read_text(encoding="utf-8").splitlines())
     assert seen == [f"{i:04d}" for i in range(400)]
+
+
+def test_the_fast_access_line_is_the_line_logging_would_write(tmp_path: Path) -> None:
+    """log_info_line bypasses LogRecord and Formatter in the proxy process: same text, same file."""
+    from shared import logs
+    from shared.settings import Settings
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", log_dir=tmp_path / "logs",
+                        data_dir=tmp_path / "data", messages_dir=tmp_path / "messages")
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, getattr(root, "_nexusai_configured", None))
+    try:
+        logs.setup_logging(settings, "proxy")
+        assert logs._batching is not None
+        access = logging.getLogger("nexusai.test.access")
+        logs.log_info_line(access, "%s status=%d latency_ms=%.1f", "req_1", 200, 1.25)
+        access.info("%s status=%d latency_ms=%.1f", "req_1", 200, 1.25)
+    finally:
+        for handler in list(root.handlers):
+            if getattr(handler, "_nexusai", False):
+                root.removeHandler(handler)
+                handler.close()
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        root._nexusai_configured = saved[2]  # type: ignore[attr-defined]
+    fast, slow = (tmp_path / "logs" / "proxy.log").read_text(encoding="utf-8").splitlines()
+    assert fast.split(" ", 2)[2] == slow.split(" ", 2)[2] == "INFO [nexusai.test.access] req_1 status=200 latency_ms=1.2"
+    assert len(fast.split(" ", 2)[1]) == len(slow.split(" ", 2)[1]) == len("12:00:00,000")
+    assert logs._batching is None  # closed with its handler: later lines go through logging
