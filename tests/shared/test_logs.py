@@ -93,6 +93,7 @@ def test_the_fast_access_line_is_the_line_logging_would_write(tmp_path: Path) ->
         root.setLevel(saved[1])
         root._nexusai_configured = saved[2]  # type: ignore[attr-defined]
     fast, slow = (tmp_path / "logs" / "proxy.log").read_text(encoding="utf-8").splitlines()
-    assert fast.split(" ", 2)[2] == slow.split(" ", 2)[2] == "INFO [nexusai.test.access] req_1 status=200 latency_ms=1.2"
+    expected = "INFO [nexusai.test.access] req_1 status=200 latency_ms=1.2"
+    assert fast.split(" ", 2)[2] == slow.split(" ", 2)[2] == expected
     assert len(fast.split(" ", 2)[1]) == len(slow.split(" ", 2)[1]) == len("12:00:00,000")
     assert logs._batching is None  # closed with its handler: later lines go through logging

