@@ -25,10 +25,9 @@ def _libc() -> ctypes.CDLL | None:
 def limit_malloc_arenas(arenas: int = PROXY_ARENAS) -> None:
     """Cap glibc's malloc arenas before any thread starts.
 
-    Every thread that allocates (the writers, the executor's token counting, a usage boost)
-    otherwise gets an arena of its own whose freed pages stay resident: ~7 MiB of the
-    proxy's steady RSS. The loop does nearly all allocation, so one arena costs no contention
-    worth measuring.
+    Every thread that allocates (the writers, the executor's token counting) otherwise gets
+    an arena of its own whose freed pages stay resident: ~6 MiB of the proxy's steady RSS.
+    The loop does nearly all allocation, so one arena costs no contention worth measuring.
     """
     libc = _libc()
     if libc is not None:

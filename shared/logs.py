@@ -133,12 +133,20 @@ def log_info_line(logger: logging.Logger, fmt: str, *args: object) -> None:
     The access line is written for every request: a LogRecord, a Formatter pass and
     strftime were ~10% of the event loop's time per request. The line is the same.
     """
-    root = logging.root
-    if (_batching is not None and not logger.handlers and logger.propagate and root.handlers == [_batching]
-            and logger.isEnabledFor(logging.INFO)):
+    if _batching is not None and logger.isEnabledFor(logging.INFO) and _only_root_handles(logger):
         _batching.append(f"{_clock.asctime()} INFO [{logger.name}] {fmt % args}\n")
     else:
         logger.info(fmt, *args)
+
+
+def _only_root_handles(logger: logging.Logger) -> bool:
+    """Whether a record of `logger` reaches the root's batching handler and nothing else."""
+    node: logging.Logger | None = logger
+    while node is not None and node is not logging.root:
+        if node.handlers or not node.propagate:
+            return False
+        node = node.parent
+    return logging.root.handlers == [_batching]
 
 
 def _write_rotating(target: logging.handlers.RotatingFileHandler, lines: list[str]) -> None:
