@@ -84,6 +84,17 @@ def test_the_fast_access_line_is_the_line_logging_would_write(tmp_path: Path) ->
         access = logging.getLogger("nexusai.test.access")
         logs.log_info_line(access, "%s status=%d latency_ms=%.1f", "req_1", 200, 1.25)
         access.info("%s status=%d latency_ms=%.1f", "req_1", 200, 1.25)
+        # A handler on a logger in between must still see the line: no shortcut then.
+        seen: list[logging.LogRecord] = []
+        catcher = logging.Handler()
+        catcher.emit = seen.append  # type: ignore[method-assign]
+        parent = logging.getLogger("nexusai.test")
+        parent.addHandler(catcher)
+        try:
+            logs.log_info_line(access, "%s status=%d", "req_2", 200)
+        finally:
+            parent.removeHandler(catcher)
+        assert [r.getMessage() for r in seen] == ["req_2 status=200"]
     finally:
         for handler in list(root.handlers):
             if getattr(handler, "_nexusai", False):
@@ -92,7 +103,8 @@ def test_the_fast_access_line_is_the_line_logging_would_write(tmp_path: Path) ->
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
         root._nexusai_configured = saved[2]  # type: ignore[attr-defined]
-    fast, slow = (tmp_path / "logs" / "proxy.log").read_text(encoding="utf-8").splitlines()
+    fast, slow, third = (tmp_path / "logs" / "proxy.log").read_text(encoding="utf-8").splitlines()
+    assert third.endswith("INFO [nexusai.test.access] req_2 status=200")
     expected = "INFO [nexusai.test.access] req_1 status=200 latency_ms=1.2"
     assert fast.split(" ", 2)[2] == slow.split(" ", 2)[2] == expected
     assert len(fast.split(" ", 2)[1]) == len(slow.split(" ", 2)[1]) == len("12:00:00,000")
