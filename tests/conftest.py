@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,22 @@ from tests.support.fake_upstream import FakeUpstream
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "")
 
 
+@contextmanager
+def throwaway_postgres_database(prefix: str) -> Iterator[str]:
+    """A new, empty database on the TEST_POSTGRES_URL server, dropped afterwards; its URL."""
+    server = _database_url(PG_ADMIN_URL, Path("."))
+    name = prefix + uuid.uuid4().hex[:12]
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture
 def database_url(tmp_path: Path) -> Iterator[str]:
     """A fresh, migrated database: SQLite in tmp_path, or a new PostgreSQL database."""
@@ -30,19 +47,9 @@ def database_url(tmp_path: Path) -> Iterator[str]:
         upgrade_database(url)
         yield url
         return
-    admin_url = _database_url(PG_ADMIN_URL, Path("."))
-    name = "nx_test_" + uuid.uuid4().hex[:12]
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = admin_url.rsplit("/", 1)[0] + "/" + name
-    try:
+    with throwaway_postgres_database("nx_test_") as url:
         upgrade_database(url)
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture

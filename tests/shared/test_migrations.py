@@ -5,7 +5,6 @@ Runs on SQLite, and on PostgreSQL when TEST_POSTGRES_URL is set (`.ci/run`).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,13 +13,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect
 
 from shared.db import make_engine
 from shared.migrate import alembic_config, upgrade_database
 from shared.models import Base
-from shared.settings import _database_url
-from tests.conftest import PG_ADMIN_URL
+from tests.conftest import PG_ADMIN_URL, throwaway_postgres_database
 
 pytestmark = pytest.mark.db
 
@@ -31,17 +29,8 @@ def empty_database_url(tmp_path: Path) -> Iterator[str]:
     if not PG_ADMIN_URL:
         yield f"sqlite:///{tmp_path / 'empty' / 'nexusai.db'}"
         return
-    server = _database_url(PG_ADMIN_URL, Path("."))
-    name = "nx_migr_" + uuid.uuid4().hex[:12]
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_postgres_database("nx_migr_") as url:
+        yield url
 
 
 def _current_revision(url: str) -> str | None:
