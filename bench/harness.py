@@ -261,8 +261,8 @@ class ProxyProcess:
     """`python run.py proxy` on a free loopback port, with everything under `workdir`.
 
     `as_child=True` starts it the way `python run.py` starts its proxy child (see run.py's
-    spawn()): standalone, `run.py proxy` applies migrations in-process first, which
-    leaves Alembic (~11 MB) in the serving process.
+    spawn()): the supervisor has migrated already. Standalone, `run.py proxy` migrates in a
+    short-lived child process first.
     """
 
     def __init__(self, workdir: Path, database_url: str, *, env: dict[str, str] | None = None,

@@ -660,12 +660,13 @@ def _split_url(url: str) -> tuple[str, str, int, str, str]:
     """(scheme, host, port, request target, Host header) of an http(s) URL."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
+    # Never the URL itself in the message: a proxy URL carries its password.
     if scheme not in ("http", "https") or not parts.hostname:
-        raise UpstreamHTTPError(f"unsupported URL {url[:80]!r}")
+        raise UpstreamHTTPError(f"unsupported URL (scheme {scheme!r})")
     try:
         port = parts.port or (443 if scheme == "https" else 80)
     except ValueError:
-        raise UpstreamHTTPError(f"bad port in URL {url[:80]!r}") from None
+        raise UpstreamHTTPError(f"bad port in URL for host {parts.hostname!r}") from None
     host = parts.hostname
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     shown = f"[{host}]" if ":" in host else host

@@ -146,7 +146,7 @@ def _only_root_handles(logger: logging.Logger) -> bool:
         if node.handlers or not node.propagate:
             return False
         node = node.parent
-    return logging.root.handlers == [_batching]
+    return logging.root.handlers == [_batching] and not _batching.filters
 
 
 def _write_rotating(target: logging.handlers.RotatingFileHandler, lines: list[str]) -> None:
