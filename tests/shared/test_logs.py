@@ -81,9 +81,25 @@ def test_the_fast_access_line_is_the_line_logging_would_write(tmp_path: Path) ->
     try:
         logs.setup_logging(settings, "proxy")
         assert logs._batching is not None
+        # As in the proxy process: pytest's own capture handlers on the root would (rightly) turn
+        # the shortcut off.
+        root.handlers[:] = [logs._batching]
         access = logging.getLogger("nexusai.test.access")
-        logs.log_info_line(access, "%s status=%d latency_ms=%.1f", "req_1", 200, 1.25)
-        access.info("%s status=%d latency_ms=%.1f", "req_1", 200, 1.25)
+        made: list[str] = []
+        factory = logging.getLogRecordFactory()
+
+        def counting_factory(*args: object, **kwargs: object) -> logging.LogRecord:
+            made.append(str(args[0]))
+            return factory(*args, **kwargs)
+
+        logging.setLogRecordFactory(counting_factory)
+        try:
+            logs.log_info_line(access, "%s status=%d latency_ms=%.1f", "req_1", 200, 1.25)
+            assert made == []  # the fast path: no LogRecord at all
+            access.info("%s status=%d latency_ms=%.1f", "req_1", 200, 1.25)
+            assert made == ["nexusai.test.access"]
+        finally:
+            logging.setLogRecordFactory(factory)
         # A handler on a logger in between must still see the line: no shortcut then.
         seen: list[logging.LogRecord] = []
         catcher = logging.Handler()

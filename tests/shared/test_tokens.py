@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import shutil
 from pathlib import Path
 
@@ -30,11 +31,14 @@ def test_a_plainly_named_encoding_file_is_loaded_instead_of_the_fallback(
     assert counter.count_text("hello world", "gpt-4") == 2
 
 
-def test_without_a_file_or_a_network_the_bundled_encoding_counts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_without_a_file_or_a_network_no_download_is_tried_and_the_bundled_encoding_counts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty"))
     monkeypatch.setattr("shared.tokens.ENCODINGS_HOST", "encodings.invalid")  # RFC 6761: never resolves
     counter = TokenCounter(tmp_path / "empty")
-    assert counter.encoding("o200k_base").name == OFFLINE_CL100K
+    with caplog.at_level(logging.WARNING, logger="nexusai.tokens"):
+        assert counter.encoding("o200k_base").name == OFFLINE_CL100K
+    # The unresolvable host stopped it before tiktoken's download (which fails with ConnectionError).
+    assert "unavailable (LookupError)" in caplog.text
     assert counter.count_text("hello world", "gpt-4o") == 2
