@@ -144,13 +144,13 @@ async def _relay_stream(
     out = web.StreamResponse(status=200, headers={**SSE_HEADERS, **_ids(call)})
     delivered = False
     complete = False  # the client has the whole reply ([DONE] or the upstream's end was written)
+    recorded = False  # the usage row is journaled: from here on, never record again
     try:
         await out.prepare(request)
         # The events of one upstream read go out in one write: as prompt as one write per
         # event, without a syscall and a chunk header for each.
         async for events in iter_event_batches(upstream.iter_any()):
             batch: list[bytes] = []
-            chunks: list[dict[str, Any]] = []
             ends = False
             for raw in events:
                 obj = parse_event(raw)
@@ -165,36 +165,44 @@ async def _relay_stream(
                         # Some upstreams attach usage to a content chunk: strip just that field.
                         obj = {k: v for k, v in obj.items() if k != "usage"}
                         raw = b"data: " + orjson.dumps(obj) + b"\n\n"
-                    chunks.append(obj)
+                    meter.add_chunk(obj)
                 batch.append(raw)
             if not batch:
                 continue
-            await out.write(batch[0] if len(batch) == 1 else b"".join(batch))
             if meter.ttft_ms is None:
                 meter.ttft_ms = (time.perf_counter() - call.started) * 1000.0
+            if ends:
+                # The row is journaled before the client can see [DONE]: an acknowledged reply is
+                # never lost, even if the process dies right after this write.
+                recorded = True
+                await finish(state, call, route, meter, 200, delivered_any=True)
+            await out.write(batch[0] if len(batch) == 1 else b"".join(batch))
             delivered = True
             complete = complete or ends
-            for obj in chunks:
-                meter.add_chunk(obj)
+        if not recorded:
+            recorded = True
+            await finish(state, call, route, meter, 200, delivered_any=delivered)
         complete = True
         await out.write_eof()
     except (ConnectionResetError, asyncio.CancelledError) as exc:
         # The client left: stop reading upstream (closing cancels that call) and bill what was sent.
         # Clients hang up as soon as they read [DONE]: that exchange completed, it is no abort.
         upstream.close()
-        status, error_type = (200, None) if complete else (CLIENT_CLOSED, "client_closed")
-        finish_detached(state, call, route, meter, status, error_type, delivered_any=delivered)
+        if not recorded:
+            status, error_type = (200, None) if complete else (CLIENT_CLOSED, "client_closed")
+            finish_detached(state, call, route, meter, status, error_type, delivered_any=delivered)
         if isinstance(exc, asyncio.CancelledError):
             raise
         return out
     except (UpstreamHTTPError, TimeoutError) as exc:
         failure = stream_failure(exc, route.provider.name)
+        if not recorded:
+            recorded = True
+            await finish(state, call, route, meter, failure.status, failure.code, delivered_any=delivered)
         try:
             await out.write(b"data: " + orjson.dumps({"error": failure.body()}) + b"\n\n")
             await out.write_eof()
         except (ConnectionResetError, asyncio.CancelledError):
             pass
-        await finish(state, call, route, meter, failure.status, failure.code, delivered_any=delivered)
         return out
-    await finish(state, call, route, meter, 200, delivered_any=delivered)
     return out

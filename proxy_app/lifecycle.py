@@ -18,7 +18,7 @@ from proxy_app.upstream_http import UpstreamClient
 from shared.archive import ArchiveWriter
 from shared.db import make_engine
 from shared.tokens import TokenCounter
-from shared.usage_writer import UsageWriter
+from shared.usage_journal import UsageRecorder
 
 log = logging.getLogger("nexusai.proxy")
 
@@ -42,12 +42,14 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     except asyncio.TimeoutError:
         log.warning("tiktoken encodings did not load within %.0f s; counting with the bundled cl100k",
                     ENCODING_LOAD_TIMEOUT_S)
-    usage = UsageWriter(
+    usage = UsageRecorder(
         engine,
+        settings.journal_dir,
         flush_interval_s=settings.usage_flush_interval_s,
         batch_size=settings.usage_batch_size,
-        spill_path=settings.data_dir / "usage_unwritten.jsonl",
     )
+    # Claimed before serving: no request is accepted that the journal could not take.
+    usage.open()
     archive = ArchiveWriter(settings.messages_dir)
     limiter = Limiter()
     # Quota consumption so far this period comes with each snapshot, so a restart does not reset it.
@@ -75,8 +77,9 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
             await asyncio.wait(set(state.background), timeout=BACKGROUND_DRAIN_S)
         await config.stop()
         await upstream.close()
-        # Joining the writer threads blocks; do it on a worker so the loop stays free.
+        # Joining the writer threads blocks; do it on a worker so the loop stays free. Rows the
+        # database does not take in time stay journaled for the next start.
         await loop.run_in_executor(None, usage.stop, USAGE_FLUSH_S)
         await loop.run_in_executor(None, archive.stop, ARCHIVE_FLUSH_S)
         engine.dispose()
-        log.info("proxy stopped: usage rows written this run: %d", usage.written)
+        log.info("proxy stopped: usage rows recorded this run: %d", usage.written)

@@ -11,7 +11,7 @@ from proxy_app.upstream_http import UpstreamClient
 from shared.archive import ArchiveWriter
 from shared.settings import Settings
 from shared.tokens import TokenCounter
-from shared.usage_writer import UsageWriter
+from shared.usage_journal import UsageRecorder
 
 
 @dataclass
@@ -21,7 +21,7 @@ class ProxyState:
     settings: Settings
     config: ConfigStore
     upstream: UpstreamClient
-    usage: UsageWriter
+    usage: UsageRecorder
     archive: ArchiveWriter
     tokens: TokenCounter
     limiter: Limiter

@@ -92,6 +92,16 @@ class Settings:
     ws_auth_timeout_s: float = 10.0
     default_reserve_tokens: int = 4096
     admin_workers: int = 2
+    # Where usage rows wait for the database; None: DATA_DIR/usage-journal (see `journal_dir`).
+    usage_journal_dir: Path | None = None
+    # Connection and time limits of the proxy's HTTP server.
+    proxy_max_connections: int = 10_000
+    proxy_header_timeout_s: float = 10.0
+    proxy_body_timeout_s: float = 30.0
+    proxy_keepalive_timeout_s: float = 30.0
+    # Database calls give up after these (both apps).
+    db_connect_timeout_s: float = 5.0
+    db_statement_timeout_s: float = 10.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -141,11 +151,23 @@ class Settings:
             ws_auth_timeout_s=_float("WS_AUTH_TIMEOUT_S", get("WS_AUTH_TIMEOUT_S", "10")),
             default_reserve_tokens=_int("DEFAULT_RESERVE_TOKENS", get("DEFAULT_RESERVE_TOKENS", "4096"), 1),
             admin_workers=_int("ADMIN_WORKERS", get("ADMIN_WORKERS", "2"), 1),
+            usage_journal_dir=_path(env["USAGE_JOURNAL_DIR"], root) if env.get("USAGE_JOURNAL_DIR") else None,
+            proxy_max_connections=_int("PROXY_MAX_CONNECTIONS", get("PROXY_MAX_CONNECTIONS", "10000"), 1),
+            proxy_header_timeout_s=_float("PROXY_HEADER_TIMEOUT_S", get("PROXY_HEADER_TIMEOUT_S", "10")),
+            proxy_body_timeout_s=_float("PROXY_BODY_TIMEOUT_S", get("PROXY_BODY_TIMEOUT_S", "30")),
+            proxy_keepalive_timeout_s=_float("PROXY_KEEPALIVE_TIMEOUT_S", get("PROXY_KEEPALIVE_TIMEOUT_S", "30")),
+            db_connect_timeout_s=_float("DB_CONNECT_TIMEOUT_S", get("DB_CONNECT_TIMEOUT_S", "5")),
+            db_statement_timeout_s=_float("DB_STATEMENT_TIMEOUT_S", get("DB_STATEMENT_TIMEOUT_S", "10")),
         )
 
     def with_overrides(self, **changes: Any) -> Settings:
         """Return a copy with some fields replaced (tests use this)."""
         return replace(self, **changes)
+
+    @property
+    def journal_dir(self) -> Path:
+        """The usage journal's directory."""
+        return self.usage_journal_dir or self.data_dir / "usage-journal"
 
     @property
     def is_sqlite(self) -> bool:
