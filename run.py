@@ -267,9 +267,8 @@ def serve_proxy(settings: Settings) -> int:
     """Run the proxy on aiohttp's runner until SIGINT/SIGTERM (graceful shutdown)."""
     import asyncio
 
-    from aiohttp import web
-
     from proxy_app import create_app
+    from proxy_app.serving import serve
 
     # The usage and log writer threads run Python between their I/O calls; with the default
     # 5 ms switch interval the event loop, woken by a client, may wait that long for the GIL.
@@ -283,16 +282,9 @@ def serve_proxy(settings: Settings) -> int:
         loop = uvloop.new_event_loop()
     except ImportError:
         loop = asyncio.new_event_loop()
-    web.run_app(
-        create_app(settings),
-        sock=sock,
-        access_log=None,
-        # A client that hangs up must cancel its handler (and so the upstream call) at once,
-        # not at the next write: that is how an aborted stream is billed for what was sent.
-        handler_cancellation=True,
-        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-        print=lambda _banner: announce("proxy", url),
-        loop=loop,
+    serve(
+        create_app(settings), settings, sock, loop,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S, on_ready=lambda: announce("proxy", url),
     )
     log.info("proxy stopped")
     return 0
@@ -358,7 +350,17 @@ def stop_children(children: dict[str, subprocess.Popen[bytes]], signals_seen: li
     return clean
 
 
-def supervise(names: Sequence[str]) -> int:
+def report_journal_backlog(settings: Settings) -> None:
+    """Say how many usage rows wait in the journal for the database (none are dropped)."""
+    from shared.usage_journal import backlog
+
+    waiting = backlog(settings.journal_dir)
+    if waiting:
+        log.warning("%d usage rows are waiting in the journal (%s): the database did not take them in time; "
+                    "the proxy records them when it next starts", waiting, settings.journal_dir)
+
+
+def supervise(names: Sequence[str], settings: Settings) -> int:
     """Run each named server as a child; stop all when signalled or when one dies."""
     signals_seen: list[int] = []
 
@@ -375,6 +377,8 @@ def supervise(names: Sequence[str]) -> int:
         if signals_seen:
             log.info("received %s: stopping %s", signal.Signals(signals_seen[0]).name, ", ".join(names))
             clean = stop_children(children, signals_seen)
+            if "proxy" in names:
+                report_journal_backlog(settings)
             log.info("stopped %s", "cleanly" if clean else "with errors")
             return 0 if clean else 1
         for name, proc in children.items():
@@ -389,6 +393,8 @@ def supervise(names: Sequence[str]) -> int:
                     ", ".join(others) or "nothing else",
                 )
                 stop_children(others, signals_seen)
+                if "proxy" in names:
+                    report_journal_backlog(settings)
                 return 1
         time.sleep(POLL_INTERVAL_S)
 
@@ -441,7 +447,7 @@ def main(argv: Sequence[str]) -> int:
             return 1
 
     if mode == "all":
-        return supervise(("admin", "proxy"))
+        return supervise(("admin", "proxy"), settings)
     try:
         return serve_admin(settings) if mode == "admin" else serve_proxy(settings)
     except StartupError as exc:

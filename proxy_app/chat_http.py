@@ -4,26 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from proxy_app.errors import (
     ProxyError,
     bad_request,
+    describe_parser_error,
     stream_failure,
     upstream_error_body,
     upstream_timeout,
     upstream_unreachable,
 )
 from proxy_app.exchange import ChatCall, finish, finish_detached, prepare_call, proxy_error_status, release
+from proxy_app.json_body import parse_json
 from proxy_app.keys import CLIENT_KEY, STATE
 from proxy_app.meter import Meter
 from proxy_app.sse import DONE, iter_event_batches, parse_event
 from proxy_app.state import ProxyState
 from proxy_app.upstream import UpstreamFailure, UpstreamReply, open_upstream
 from proxy_app.upstream_http import UpstreamHTTPError
+from shared.settings import Settings
 
 CLIENT_CLOSED = 499
 SSE_HEADERS = {
@@ -36,20 +42,28 @@ SSE_HEADERS = {
 PASS_HEADERS = ("openai-processing-ms", "openai-version")
 
 
-async def read_json(request: web.Request, limit: int) -> Any:
-    """The request body as JSON; 413 when too large, 400 when not JSON."""
+async def read_json(request: web.Request, settings: Settings) -> Any:
+    """The request body as JSON: 413 when too large, 408 when it stalls, 400 when it is not JSON."""
+    limit = settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise ProxyError(413, f"Request body exceeds the limit of {limit} bytes.", code="request_too_large")
     try:
-        raw = await request.read()
+        async with asyncio.timeout(settings.proxy_body_timeout_s):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ProxyError(413, f"Request body exceeds the limit of {limit} bytes.", code="request_too_large") from None
+    except TimeoutError:
+        raise ProxyError(
+            408, f"The request body did not arrive within {settings.proxy_body_timeout_s:g} s.",
+            code="request_timeout", headers={"Connection": "close"},
+        ) from None
+    except (HttpProcessingError, RequestPayloadError, zlib.error) as exc:
+        # A body aiohttp cannot de-chunk or decompress: the message is ours, never the bytes.
+        status, message, code = describe_parser_error(exc.__cause__ if isinstance(exc, RequestPayloadError) else exc)
+        raise ProxyError(status, message, code=code, headers={"Connection": "close"}) from None
     if not raw:
         raise bad_request("The request body is empty; send a JSON object.")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
+    return parse_json(raw)
 
 
 def _ids(call: ChatCall) -> dict[str, str]:
@@ -62,7 +76,7 @@ def _ids(call: ChatCall) -> dict[str, str]:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """Forward one chat completion to the upstream and meter it."""
     state = request.app[STATE]
-    body = await read_json(request, state.settings.max_body_bytes)
+    body = await read_json(request, state.settings)
     call = prepare_call(
         state, request[CLIENT_KEY], body,
         conversation_header=request.headers.get("X-Conversation-Id"), transport="http",

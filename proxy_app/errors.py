@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
 
 from shared.secrets import key_hint
 
@@ -64,6 +65,15 @@ def error_object(message: str, type: str, code: str | None, param: str | None = 
     return {"message": message, "type": type, "param": param, "code": code}
 
 
+ECHO_LIMIT = 100
+
+
+def echo(value: object, limit: int = ECHO_LIMIT) -> str:
+    """A client-supplied value for an error message: cut to `limit` characters, never the whole of it."""
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[:limit] + f"… ({len(text)} characters)"
+
+
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> ProxyError:
     """400 invalid_request_error."""
     return ProxyError(400, message, param=param, code=code)
@@ -106,3 +116,30 @@ def stream_failure(exc: BaseException, provider: str) -> ProxyError:
     if isinstance(exc, asyncio.TimeoutError):
         return upstream_timeout(f"Upstream provider '{provider}' stalled mid-stream.")
     return upstream_unreachable(f"Upstream provider '{provider}' broke off the stream.")
+
+
+# aiohttp's own texts quote the offending bytes; these say what was wrong without them.
+_PARSER_MESSAGES = {
+    "BadHttpMethod": "The request method is not valid HTTP.",
+    "BadStatusLine": "The request line is not valid HTTP.",
+    "InvalidURLError": "The request URL is not valid.",
+    "InvalidHeader": "A request header is not valid HTTP.",
+    "ContentLengthError": "The request body does not match its Content-Length.",
+    "TransferEncodingError": "The request body's chunked encoding is not valid.",
+    "ContentEncodingError": "The request body could not be decoded with its Content-Encoding.",
+}
+
+
+def describe_parser_error(exc: BaseException | None) -> tuple[int, str, str]:
+    """Status, message and code for a request aiohttp's parser refused (never quoting the request)."""
+    if isinstance(exc, LineTooLong):
+        # aiohttp passes the start of the line that was too long: a URL, or a header's name or value.
+        start = exc.args[0] if exc.args else b""
+        if isinstance(start, str):
+            start = start.encode("latin-1", "replace")
+        if start.startswith((b"/", b"http:", b"https:", b"*")):
+            return 414, "The request URL is too long.", "uri_too_long"
+        return 431, "A request header is too large.", "header_too_large"
+    name = type(exc).__name__ if exc is not None else ""
+    message = _PARSER_MESSAGES.get(name, "The request is not valid HTTP.")
+    return 400, message, "malformed_request"

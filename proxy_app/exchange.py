@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from shared.tokens import messages_char_size
 access_log = logging.getLogger("nexusai.proxy.access")
 
 MAX_CONVERSATION_ID = 128
+# It is sent back in a header: a control character there would break the reply after the upstream was paid.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Above this many characters, counting moves to a worker thread.
 OFFLOAD_COUNT_CHARS = 50_000
 
@@ -80,9 +83,13 @@ def pick_conversation_id(header_value: str | None, body: dict[str, Any], default
     value = header_value if header_value else body_value
     if value is None or value == "":
         return default or new_conversation_id()
-    if not isinstance(value, str) or len(value) > MAX_CONVERSATION_ID or not _is_utf8(value):
+    if (
+        not isinstance(value, str) or len(value) > MAX_CONVERSATION_ID or not _is_utf8(value)
+        or _CONTROL.search(value) is not None
+    ):
         raise bad_request(
-            f"'conversation_id' must be a UTF-8 string of at most {MAX_CONVERSATION_ID} characters.",
+            f"'conversation_id' must be a UTF-8 string of at most {MAX_CONVERSATION_ID} characters"
+            " without control characters.",
             param="conversation_id",
         )
     return value

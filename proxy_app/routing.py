@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from proxy_app.config import KeyCfg, Route, Snapshot
-from proxy_app.errors import ProxyError
+from proxy_app.errors import ProxyError, echo
 
 LISTED_MODELS = 5
 
@@ -59,13 +59,13 @@ def resolve(snapshot: Snapshot, key: KeyCfg, model: str) -> list[Route]:
         names = [r.model_name for r in allowed_models(snapshot, key)[:LISTED_MODELS]]
         hint = f" Models available to this key include: {', '.join(names)}." if names else ""
         raise ProxyError(
-            404, f"The model '{model}' does not exist or is not enabled.{hint}",
+            404, f"The model '{echo(model)}' does not exist or is not enabled.{hint}",
             code="model_not_found", param="model",
         )
     permitted = tuple(r for r in routes if key.allows(r))
     if not permitted:
         raise ProxyError(
-            403, f"This API key is not allowed to use the model '{model}'.",
+            403, f"This API key is not allowed to use the model '{echo(model)}'.",
             type="permission_error", code="model_not_allowed", param="model",
         )
     return _order(permitted)

@@ -17,8 +17,9 @@ import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from proxy_app.auth import authenticate, extract_key
-from proxy_app.errors import ProxyError, bad_request
+from proxy_app.errors import ProxyError, bad_request, echo
 from proxy_app.exchange import new_conversation_id, prepare_call
+from proxy_app.json_body import parse_json
 from proxy_app.keys import STATE, WS_SESSIONS
 from proxy_app.state import ProxyState
 from proxy_app.ws_protocol import CLOSE_AUTH_FAILED, ChatId, ClientGone, Message, error_message, parse_chat_id
@@ -188,9 +189,9 @@ class WsSession:
             ))
             return
         try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            await self.send_error(None, bad_request(f"The message is not valid JSON: {exc}.", code="invalid_json"))
+            obj = parse_json(data, "message")
+        except ProxyError as exc:
+            await self.send_error(None, exc)
             return
         if not isinstance(obj, dict):
             await self.send_error(None, bad_request("A message must be a JSON object with a 'type'."))
@@ -209,7 +210,7 @@ class WsSession:
                 raise bad_request("This socket is already authenticated.", code="already_authenticated")
             else:
                 raise bad_request(
-                    f"Unknown message type {kind!r}; expected 'chat', 'cancel' or 'ping'.",
+                    f"Unknown message type '{echo(kind)}'; expected 'chat', 'cancel' or 'ping'.",
                     param="type", code="unknown_message_type",
                 )
         except ProxyError as exc:

@@ -12,6 +12,7 @@ import threading
 from aiohttp import web
 
 from proxy_app import create_app
+from proxy_app.serving import ProxyRunner
 from shared.settings import Settings
 
 
@@ -23,7 +24,7 @@ class ProxyThread:
         self.app = create_app(settings)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="proxy", daemon=True)
-        self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
+        self._runner = ProxyRunner(self.app, settings)
         self.url = ""
 
     def start(self) -> ProxyThread:
