@@ -14,7 +14,7 @@ import logging
 from flask import Flask
 
 from admin_app.extensions import db, migrate
-from shared.db import configure_sqlite, engine_options
+from shared.db import configure_engine, engine_options
 from shared.settings import Settings
 
 __all__ = ["create_app", "db", "migrate"]
@@ -31,7 +31,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config.update(
         SQLALCHEMY_DATABASE_URI=settings.database_url,
         # hide_parameters keeps bound values (server keys, key hashes) out of DB error text.
-        SQLALCHEMY_ENGINE_OPTIONS={**engine_options(settings.database_url), "hide_parameters": True},
+        SQLALCHEMY_ENGINE_OPTIONS={
+            **engine_options(settings.database_url, settings.db_connect_timeout_s, settings.db_statement_timeout_s),
+            "hide_parameters": True,
+        },
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         NEXUSAI_SETTINGS=settings,
     )
@@ -39,9 +42,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     db.init_app(app)
     migrate.init_app(app, db)
-    if settings.is_sqlite:
-        with app.app_context():
-            configure_sqlite(db.engine)
+    with app.app_context():
+        configure_engine(db.engine, settings.db_statement_timeout_s)
 
     from admin_app import (  # noqa: F401  # noqa: F401
         access_log,

@@ -38,7 +38,8 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = make_engine(_database_url())
+    # Backfills may run long: no statement limit here.
+    engine = make_engine(_database_url(), statement_timeout_s=0)
     try:
         with engine.connect() as connection:
             context.configure(

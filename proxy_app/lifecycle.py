@@ -34,7 +34,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     """Create the upstream client, config store, writers and token counter; flush them on exit."""
     settings = app[SETTINGS]
     loop = asyncio.get_running_loop()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, settings.db_connect_timeout_s, settings.db_statement_timeout_s)
     tokens = TokenCounter(settings.data_dir / "tiktoken")
     try:
         # May try the network for o200k: bounded, and off the loop.
