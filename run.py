@@ -186,6 +186,14 @@ def serve_admin(settings: Settings) -> int:
     from gunicorn.arbiter import Arbiter
     from gunicorn.glogging import Logger as GunicornLogger
 
+    from admin_app.serving import (
+        KEEPALIVE_S,
+        LIMIT_REQUEST_FIELD_SIZE,
+        LIMIT_REQUEST_FIELDS,
+        LIMIT_REQUEST_LINE,
+        JsonErrorWorker,
+    )
+
     class RoutedLogger(GunicornLogger):
         """Gunicorn's own logs, propagated into our handlers (logs/admin.log, stderr)."""
 
@@ -226,8 +234,13 @@ def serve_admin(settings: Settings) -> int:
                 "workers": settings.admin_workers,
                 # Threads, not sync workers: a sync worker busy streaming a large /usage/export for
                 # more than `timeout` seconds is killed mid-file; a gthread worker keeps heartbeating.
-                "worker_class": "gthread",
+                "worker_class": JsonErrorWorker,
                 "threads": 4,
+                # Request limits; gunicorn answers past them in our JSON shape (admin_app/serving.py).
+                "limit_request_line": LIMIT_REQUEST_LINE,
+                "limit_request_fields": LIMIT_REQUEST_FIELDS,
+                "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,
+                "keepalive": KEEPALIVE_S,
                 "timeout": 30,
                 "graceful_timeout": int(SHUTDOWN_TIMEOUT_S),
                 "proc_name": "nexusai-admin",
