@@ -179,7 +179,8 @@ class _Cursor:
         self._sealed_before = sealed_before  # segments numbered below this get no more lines
         self.position = _read_checkpoint(slot)  # everything before it is recorded
         self._next = self.position  # where the next unread line starts
-        self._buffer = b""  # bytes from _next on, already read from the segment
+        self._buffer = b""  # bytes read from the segment; those from _start on are unread
+        self._start = 0
         self._file_offset = self.position[1]  # where in segment _next[0] the buffer ends
 
     def read(self, limit: int) -> tuple[list[Record], list[bytes], Position]:
@@ -187,13 +188,14 @@ class _Cursor:
         rows: list[Record] = []
         bad: list[bytes] = []
         while len(rows) < limit:
-            newline = self._buffer.find(b"\n")
+            newline = self._buffer.find(b"\n", self._start)
             if newline < 0:
                 if not self._fill():
                     break
                 continue
-            line, self._buffer = self._buffer[:newline], self._buffer[newline + 1:]
-            self._next = (self._next[0], self._next[1] + newline + 1)
+            line = self._buffer[self._start:newline]
+            self._next = (self._next[0], self._next[1] + newline + 1 - self._start)
+            self._start = newline + 1
             if line.strip():
                 row = _decode(line)
                 if row is None:
@@ -221,7 +223,8 @@ class _Cursor:
         except FileNotFoundError:
             data = b""
         if data:
-            self._buffer += data
+            self._buffer = self._buffer[self._start:] + data
+            self._start = 0
             self._file_offset += len(data)
             return True
         if not sealed:
@@ -229,10 +232,11 @@ class _Cursor:
         later = [n for n in _segments(self.slot) if n > segment]
         if not later:
             return False
-        if self._buffer:
+        if self._start < len(self._buffer):
             # A sealed segment ending without a newline: a write torn by the machine going down.
             self._buffer += b"\n"
             return True
+        self._buffer, self._start = b"", 0
         self._next = (later[0], 0)
         self._file_offset = 0
         return True
