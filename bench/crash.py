@@ -189,6 +189,7 @@ class ThrowawayPostgres:
 
 def outage_round(workdir: Path, outage_s: float, concurrency: int = 4, pace_s: float = 0.015) -> RoundResult:
     """Stop PostgreSQL under load, SIGTERM the proxy while it is down, bring both back, count."""
+    workdir.mkdir(parents=True, exist_ok=True)
     # Outside workdir: the postgres user must reach it, whatever the permissions above workdir.
     pg = ThrowawayPostgres(Path(tempfile.mkdtemp(prefix="nexusai-pg-")))
     pg.start()
