@@ -3,6 +3,7 @@
     python run.py          # admin + proxy, each a supervised child process
     python run.py admin    # only the admin API (gunicorn)
     python run.py proxy    # only the proxy (aiohttp)
+    python run.py recorder # only the usage recorder (USAGE_RECORDER=process)
 
 Settings come from the environment (and `.env`), see `shared/settings.py`.
 Migrations are applied before anything listens. Each server prints
@@ -31,7 +32,7 @@ from typing import Any
 from shared.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parent
-MODES = ("all", "admin", "proxy")
+MODES = ("all", "admin", "proxy", "recorder")
 # Set by the supervisor in its children: the supervisor's pid. A child with it
 # skips migrations (already applied) and dies with its parent.
 SUPERVISOR_ENV = "NEXUSAI_SUPERVISOR_PID"
@@ -39,6 +40,7 @@ SHUTDOWN_TIMEOUT_S = 10.0  # per server: in-flight requests get this long to fin
 PROXY_SWITCH_INTERVAL_S = 0.0002  # see serve_proxy
 # Supervisor: then SIGKILL. Covers in-flight requests (10 s) plus the proxy's drains (5 + 20 + 5 s).
 STOP_TIMEOUT_S = 60.0
+RECORDER_STOP_S = 50.0  # the recorder's share: it outlives the proxies' own shutdown
 POLL_INTERVAL_S = 0.2
 GUNICORN_EXIT_REASONS = {3: "a gunicorn worker failed to boot", 4: "the admin app failed to load"}
 
@@ -303,6 +305,42 @@ def serve_proxy(settings: Settings) -> int:
     return 0
 
 
+def serve_recorder(settings: Settings) -> int:
+    """Move the usage journal into the database until SIGINT/SIGTERM (USAGE_RECORDER=process)."""
+    import threading
+
+    from shared.db import make_engine
+    from shared.usage_journal import JournalError, JournalRecorder
+
+    engine = make_engine(settings.database_url, settings.db_connect_timeout_s, settings.db_statement_timeout_s)
+    recorder = JournalRecorder(engine, settings.journal_dir, flush_interval_s=settings.usage_flush_interval_s,
+                               batch_size=settings.usage_batch_size)
+    try:
+        recorder.claim()
+    except JournalError as exc:
+        raise StartupError(str(exc)) from None
+    # The proxies stop at the same signal; the recorder keeps going until they have let go of
+    # their slots and everything they journaled is recorded (or its share of the stop budget ends).
+    signal.signal(signal.SIGTERM, lambda *_: recorder.stop(RECORDER_STOP_S))
+    signal.signal(signal.SIGINT, lambda *_: recorder.stop(RECORDER_STOP_S))
+    log.info("usage recorder recording %s", settings.journal_dir)
+    worker = threading.Thread(target=recorder.run, name="usage-recorder")
+    worker.start()
+    while worker.is_alive():
+        worker.join(POLL_INTERVAL_S)  # the main thread stays free for the signal handlers
+    engine.dispose()
+    log.info("usage recorder stopped: usage rows recorded this run: %d", recorder.written)
+    return 0
+
+
+def server_names(mode: str, settings: Settings) -> tuple[str, ...]:
+    """The children a supervising run.py starts for `mode`."""
+    names = ("admin", "proxy") if mode == "all" else (mode,)
+    if "proxy" in names and settings.usage_recorder == "process":
+        names += ("recorder",)
+    return names
+
+
 # --- supervisor -------------------------------------------------------------
 
 
@@ -370,7 +408,7 @@ def report_journal_backlog(settings: Settings) -> None:
     waiting = backlog(settings.journal_dir)
     if waiting:
         log.warning("%d usage rows are waiting in the journal (%s): the database did not take them in time; "
-                    "the proxy records them when it next starts", waiting, settings.journal_dir)
+                    "they are recorded at the next start", waiting, settings.journal_dir)
 
 
 def supervise(names: Sequence[str], settings: Settings) -> int:
@@ -390,7 +428,7 @@ def supervise(names: Sequence[str], settings: Settings) -> int:
         if signals_seen:
             log.info("received %s: stopping %s", signal.Signals(signals_seen[0]).name, ", ".join(names))
             clean = stop_children(children, signals_seen)
-            if "proxy" in names:
+            if "proxy" in names or "recorder" in names:
                 report_journal_backlog(settings)
             log.info("stopped %s", "cleanly" if clean else "with errors")
             return 0 if clean else 1
@@ -406,7 +444,7 @@ def supervise(names: Sequence[str], settings: Settings) -> int:
                     ", ".join(others) or "nothing else",
                 )
                 stop_children(others, signals_seen)
-                if "proxy" in names:
+                if "proxy" in names or "recorder" in names:
                     report_journal_backlog(settings)
                 return 1
         time.sleep(POLL_INTERVAL_S)
@@ -442,13 +480,15 @@ def main(argv: Sequence[str]) -> int:
         print(f"run.py: refusing to start: {exc}", file=sys.stderr)
         return 2
 
-    if mode == "proxy":
+    names = server_names(mode, settings)
+    supervising = mode == "all" or (len(names) > 1 and not supervisor_pid)
+    if mode == "proxy" and not supervising:
         from proxy_app.memory import limit_malloc_arenas
 
         limit_malloc_arenas()  # before the first thread (the log writer) makes an arena of its own
     from shared.logs import setup_logging
 
-    setup_logging(settings, "run" if mode == "all" else mode)
+    setup_logging(settings, "run" if supervising else mode)
     if not supervisor_pid:
         if mode in ("all", "admin"):
             warn_if_unauthenticated(settings)
@@ -459,9 +499,11 @@ def main(argv: Sequence[str]) -> int:
             log.error("cannot apply migrations: %s: %s", type(exc).__name__, first_line)
             return 1
 
-    if mode == "all":
-        return supervise(("admin", "proxy"), settings)
+    if supervising:
+        return supervise(names, settings)
     try:
+        if mode == "recorder":
+            return serve_recorder(settings)
         return serve_admin(settings) if mode == "admin" else serve_proxy(settings)
     except StartupError as exc:
         print(f"run.py: refusing to start: {exc}", file=sys.stderr)

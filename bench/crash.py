@@ -35,7 +35,7 @@ import aiohttp
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.orm import Session
 
-from bench.harness import CLIENT_KEY, MODEL, MockProcess, ProxyProcess, free_port, seed_database
+from bench.harness import CLIENT_KEY, MODEL, MockProcess, ProxyProcess, RecorderProcess, free_port, seed_database
 from shared.models import UsageRecord
 from shared.settings import _database_url
 
@@ -124,14 +124,24 @@ def _wait_recorded(database_url: str, request_ids: list[str], timeout: float = 6
         time.sleep(0.25)
 
 
-def kill_round(workdir: Path, database_url: str | None, requests: int, concurrency: int = 16) -> RoundResult:
-    """SIGKILL the proxy once half the requests are answered; restart; count the acknowledged rows."""
+def kill_round(workdir: Path, database_url: str | None, requests: int, concurrency: int = 16,
+               recorder: str = "thread") -> RoundResult:
+    """SIGKILL the proxy once half the requests are answered; restart; count the acknowledged rows.
+
+    With `recorder="process"` a recorder process runs beside the proxy and the proxy is not
+    restarted: the recorder alone must record what the killed proxy journaled.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     url = database_url or f"sqlite:///{workdir / 'nexusai.db'}"
     mock = MockProcess(workdir, chunks=8)
+    separate: RecorderProcess | None = None
     try:
         seed_database(url, mock.url)
-        proxy = ProxyProcess(workdir, url)
+        if recorder == "process":
+            separate = RecorderProcess(workdir, url)
+            proxy = ProxyProcess(workdir, url, env={"USAGE_RECORDER": "process"}, as_child=True)
+        else:
+            proxy = ProxyProcess(workdir, url)
         acked: list[str] = []
         stop = asyncio.Event()
 
@@ -150,6 +160,9 @@ def kill_round(workdir: Path, database_url: str | None, requests: int, concurren
 
         sent = asyncio.run(run())
         proxy.proc.wait(10)
+        if separate is not None:
+            found, excess = _wait_recorded(url, acked)
+            return RoundResult("kill", sent, len(acked), found, excess)
         again = ProxyProcess(workdir, url)
         try:
             found, excess = _wait_recorded(url, acked)
@@ -157,6 +170,8 @@ def kill_round(workdir: Path, database_url: str | None, requests: int, concurren
             again.stop()
         return RoundResult("kill", sent, len(acked), found, excess)
     finally:
+        if separate is not None:
+            separate.stop()
         mock.stop()
 
 
@@ -240,13 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--outage-s", type=float, default=60.0)
     parser.add_argument("--database-url", default=None, help="kill mode: a database to use instead of SQLite")
+    parser.add_argument("--recorder", choices=("thread", "process"), default="thread",
+                        help="kill mode: USAGE_RECORDER (process: a recorder process, the proxy not restarted)")
     args = parser.parse_args(argv)
     results = []
     for n in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="nexusai-crash-") as tmp:
             workdir = Path(tmp)
             if args.mode == "kill":
-                result = kill_round(workdir, args.database_url, args.requests)
+                result = kill_round(workdir, args.database_url, args.requests, recorder=args.recorder)
             else:
                 result = outage_round(workdir, args.outage_s)
         results.append(result)

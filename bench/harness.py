@@ -257,6 +257,23 @@ class MockProcess:
         _stop(self.proc)
 
 
+def _server_env(workdir: Path, database_url: str, port: int, env: dict[str, str] | None,
+                as_child: bool) -> dict[str, str]:
+    full_env = dict(os.environ)
+    full_env.pop("NEXUSAI_SUPERVISOR_PID", None)
+    full_env.update(
+        DATABASE_URL=database_url, PROXY_HOST="127.0.0.1", PROXY_PORT=str(port),
+        ADMIN_TOKEN="", ARCHIVE_MESSAGES="0", LOG_LEVEL="INFO",
+        DATA_DIR=str(workdir / "data"), LOG_DIR=str(workdir / "logs"), MESSAGES_DIR=str(workdir / "messages"),
+    )
+    if as_child:
+        # Exactly how `python run.py` starts its children: the supervisor has already migrated,
+        # so the child skips Alembic (never imported), and it dies with its parent.
+        full_env["NEXUSAI_SUPERVISOR_PID"] = str(os.getpid())
+    full_env.update(env or {})
+    return full_env
+
+
 class ProxyProcess:
     """`python run.py proxy` on a free loopback port, with everything under `workdir`.
 
@@ -271,18 +288,7 @@ class ProxyProcess:
         self.workdir = workdir
         self.log_dir = workdir / "logs"
         self.stderr_path = workdir / f"proxy-{self.port}.stderr"
-        full_env = dict(os.environ)
-        full_env.pop("NEXUSAI_SUPERVISOR_PID", None)
-        full_env.update(
-            DATABASE_URL=database_url, PROXY_HOST="127.0.0.1", PROXY_PORT=str(self.port),
-            ADMIN_TOKEN="", ARCHIVE_MESSAGES="0", LOG_LEVEL="INFO",
-            DATA_DIR=str(workdir / "data"), LOG_DIR=str(self.log_dir), MESSAGES_DIR=str(workdir / "messages"),
-        )
-        if as_child:
-            # Exactly how `python run.py` starts its proxy: the supervisor has already migrated,
-            # so the child skips Alembic (never imported), and it dies with its parent.
-            full_env["NEXUSAI_SUPERVISOR_PID"] = str(os.getpid())
-        full_env.update(env or {})
+        full_env = _server_env(workdir, database_url, self.port, env, as_child)
         with open(workdir / f"proxy-{self.port}.stdout", "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, str(REPO_ROOT / "run.py"), "proxy"], cwd=REPO_ROOT, env=full_env,
@@ -306,6 +312,24 @@ class ProxyProcess:
 
     def stop(self) -> int:
         """SIGTERM (graceful: usage rows flushed) and wait; the exit code."""
+        return _stop(self.proc)
+
+
+class RecorderProcess:
+    """`python run.py recorder` (USAGE_RECORDER=process) on the same `workdir` as a ProxyProcess."""
+
+    def __init__(self, workdir: Path, database_url: str, *, env: dict[str, str] | None = None,
+                 cpu: int | None = None) -> None:
+        full_env = _server_env(workdir, database_url, 0, {"USAGE_RECORDER": "process", **(env or {})}, True)
+        with open(workdir / "recorder.stdout", "ab") as out, open(workdir / "recorder.stderr", "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(REPO_ROOT / "run.py"), "recorder"], cwd=REPO_ROOT, env=full_env,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, preexec_fn=_preexec(cpu),
+            )
+        self.pid = self.proc.pid
+
+    def stop(self) -> int:
+        """SIGTERM: it records what the proxies left, then exits."""
         return _stop(self.proc)
 
 

@@ -36,6 +36,7 @@ from bench.harness import (
     ForeignCpu,
     MockProcess,
     ProxyProcess,
+    RecorderProcess,
     can_pin,
     cpu_seconds,
     git_commit,
@@ -73,6 +74,7 @@ class Options:
     colocated: bool = True  # also measure concurrency 1 with the proxy on the load's CPU
     quiet_wait_s: float = 60.0  # before each phase, wait this long at most for other processes to go quiet
     settle_s: float = SETTLE_S
+    recorder: str = "thread"  # USAGE_RECORDER: "process" adds `run.py recorder`, unpinned
 
 
 @dataclass
@@ -85,6 +87,7 @@ class Phase:
     result: dict[str, Any]
     upstream_requests: int
     cpu_s: float | None = None
+    recorder_cpu_s: float | None = None  # USAGE_RECORDER=process: the recorder process's CPU
     rss_mb: float | None = None
     foreign_cpu_pct: float = 0.0  # CPU other processes on the machine used meanwhile (% of one CPU)
     error_samples: list[str] = field(default_factory=list)
@@ -95,6 +98,13 @@ class Phase:
         if self.cpu_s is None or not self.result["requests"]:
             return None
         return self.cpu_s * 1000.0 / self.result["requests"]
+
+    @property
+    def recorder_cpu_ms_per_request(self) -> float | None:
+        """The recorder process's CPU milliseconds per response (USAGE_RECORDER=process)."""
+        if self.recorder_cpu_s is None or not self.result["requests"]:
+            return None
+        return self.recorder_cpu_s * 1000.0 / self.result["requests"]
 
 
 @dataclass
@@ -130,6 +140,7 @@ class Bench:
         self.loop = new_loop()
         self.mock: MockProcess | None = None
         self.proxy: ProxyProcess | None = None
+        self.recorder: RecorderProcess | None = None
         self.proxied = 0  # client requests sent through any proxy, warm-ups included
 
     def start(self, archive: bool = False) -> None:
@@ -140,8 +151,15 @@ class Bench:
                                     cpu=LOAD_CPU if self.pinned else None)
             seed_database(self.database_url, self.mock.url)
         env = {"ARCHIVE_MESSAGES": "1"} if archive else {}
+        separate = self.opts.recorder == "process"
+        if separate:
+            env["USAGE_RECORDER"] = "process"
+            if self.recorder is None:
+                self.recorder = RecorderProcess(self.workdir, self.database_url)
+        # With a recorder process, the proxy is started as run.py's child would be: alone, the
+        # command would supervise a proxy and a recorder of its own.
         self.proxy = ProxyProcess(self.workdir, self.database_url, env=env,
-                                  cpu=PROXY_CPU if self.pinned else None)
+                                  cpu=PROXY_CPU if self.pinned else None, as_child=separate)
 
     def stop_proxy(self) -> None:
         """Stop the proxy gracefully."""
@@ -152,6 +170,9 @@ class Bench:
     def close(self) -> None:
         """Stop everything."""
         self.stop_proxy()
+        if self.recorder is not None:
+            self.recorder.stop()
+            self.recorder = None
         if self.mock is not None:
             self.mock.stop()
             self.loop.close()
@@ -169,6 +190,7 @@ class Bench:
         via_proxy = target != "direct"
         port = self.proxy.port if (via_proxy and self.proxy) else self.mock.port
         ours = [os.getpid(), self.mock.proc.pid] + ([self.proxy.pid] if self.proxy else [])
+        ours += [self.recorder.pid] if self.recorder else []
         if self.opts.quiet_wait_s > 0:
             wait_quiet(ours, timeout_s=self.opts.quiet_wait_s)
         warm = self.load(port, mode, concurrency, self.opts.warmup, 30.0)
@@ -178,6 +200,7 @@ class Bench:
         before_up = self.mock.chat_requests()
         pid = self.proxy.pid if (via_proxy and self.proxy) else None
         cpu0 = cpu_seconds(pid) if pid else 0.0
+        rec0 = cpu_seconds(self.recorder.pid) if (pid and self.recorder) else 0.0
         foreign = ForeignCpu(ours)
         result = self.load(port, mode, concurrency, self.opts.max_requests, self.opts.duration_s)
         foreign_pct = foreign.percent()
@@ -187,12 +210,14 @@ class Bench:
             wait_usage_rows(self.db_path, self.proxied + result.requests, timeout=60.0)
             time.sleep(self.opts.settle_s)
         cpu1 = cpu_seconds(pid) if pid else 0.0
+        rec1 = cpu_seconds(self.recorder.pid) if (pid and self.recorder) else 0.0
         upstream = self.mock.chat_requests() - before_up
         if via_proxy:
             self.proxied += result.requests
         return Phase(
             mode=mode, concurrency=concurrency, target=target, result=result.summary(),
             upstream_requests=upstream, cpu_s=(cpu1 - cpu0) if pid else None,
+            recorder_cpu_s=(rec1 - rec0) if (pid and self.recorder) else None,
             rss_mb=rss_mb(pid) if pid else None, foreign_cpu_pct=round(foreign_pct, 1),
             error_samples=result.error_samples + warm.error_samples,
         )
@@ -245,6 +270,8 @@ def run_benchmark(opts: Options, progress: bool = True) -> Report:
 def _progress_line(p: Phase) -> str:
     r = p.result
     cpu = f" cpu/req={p.cpu_ms_per_request:.3f}ms" if p.cpu_ms_per_request is not None else ""
+    if p.recorder_cpu_ms_per_request is not None:
+        cpu += f" recorder/req={p.recorder_cpu_ms_per_request:.3f}ms"
     return (f"{p.mode:6} c={p.concurrency:<3} {p.target:14} n={r['requests']:<6} err={r['errors']} "
             f"up={p.upstream_requests} rps={r['rps']:.0f} p50={r['p50_ms']:.3f} p99={r['p99_ms']:.3f} "
             f"ttfb50={r['ttfb_p50_ms']:.3f}{cpu} others={p.foreign_cpu_pct:.0f}%")
@@ -265,7 +292,8 @@ def markdown(report: Report) -> str:
         f"Commit `{report.commit}`; {m['nproc']} CPUs, {m['cpu']}, Python {m['python']}; "
         f"pinned: {'proxy on CPU 0, mock + load generator on CPU 1' if report.pinned else 'no'}; "
         f"{o['duration_s']:g} s per phase after {o['warmup']} warm-up requests; mock latency "
-        f"{o['latency_ms']:g} ms, streams of {o['chunks']} content chunks {o['chunk_delay_ms']:g} ms apart.",
+        f"{o['latency_ms']:g} ms, streams of {o['chunks']} content chunks {o['chunk_delay_ms']:g} ms apart; "
+        f"usage recorder: {'a process of its own (unpinned)' if o.get('recorder') == 'process' else 'a thread of the proxy'}.",
         "",
         "Overhead (proxy minus direct, same load; ms):",
         "",
@@ -291,8 +319,8 @@ def markdown(report: Report) -> str:
         "Throughput and proxy cost:",
         "",
         "| mode | conc | target | requests | errors | upstream/client | RPS | p50 | p90 | p99 | TTFB p50 | "
-        "proxy CPU ms/req | proxy CPU busy | proxy RSS MiB | other processes' CPU |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "proxy CPU ms/req | recorder process CPU ms/req | proxy CPU busy | proxy RSS MiB | other processes' CPU |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in report.phases:
         r = p.result
@@ -303,7 +331,7 @@ def markdown(report: Report) -> str:
         lines.append(
             f"| {p.mode} | {p.concurrency} | {p.target} | {r['requests']} | {r['errors']} | {ratio:.3f} | "
             f"{r['rps']:.0f} | {_f(r['p50_ms'])} | {_f(r['p90_ms'])} | {_f(r['p99_ms'])} | "
-            f"{_f(r['ttfb_p50_ms'])} | {_f(p.cpu_ms_per_request)} | "
+            f"{_f(r['ttfb_p50_ms'])} | {_f(p.cpu_ms_per_request)} | {_f(p.recorder_cpu_ms_per_request)} | "
             f"{'–' if busy is None else f'{busy:.0f}%'} | {_f(p.rss_mb, 1)} | {p.foreign_cpu_pct:.0f}% |"
         )
     best: dict[str, tuple[float, float | None]] = {}
@@ -348,6 +376,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="skip the concurrency-1 pass with the proxy on the load's CPU")
     p.add_argument("--quiet-wait", type=float, default=d.quiet_wait_s,
                    help="before each phase, wait up to this many seconds for other processes to go quiet")
+    p.add_argument("--recorder", choices=("thread", "process"), default=d.recorder,
+                   help="USAGE_RECORDER of the proxy: its own thread, or a recorder process")
     p.add_argument("--json", type=Path, help="also write the report as JSON here")
     p.add_argument("--markdown", action="store_true", help="print Markdown tables (default: also)")
     return p.parse_args(argv)
@@ -361,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         concurrencies=tuple(int(c) for c in a.concurrency.split(",") if c),
         modes=tuple(m for m in a.modes.split(",") if m), chunks=a.chunks, chunk_delay_ms=a.chunk_delay_ms,
         latency_ms=a.latency_ms, archive_concurrency=a.archive_concurrency or None, pin=not a.no_pin,
-        colocated=not a.no_colocated, quiet_wait_s=a.quiet_wait,
+        colocated=not a.no_colocated, quiet_wait_s=a.quiet_wait, recorder=a.recorder,
     )
     report = run_benchmark(opts)
     print(markdown(report))

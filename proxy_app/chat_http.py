@@ -48,8 +48,11 @@ async def read_json(request: web.Request, settings: Settings) -> Any:
     if request.content_length is not None and request.content_length > limit:
         raise ProxyError(413, f"Request body exceeds the limit of {limit} bytes.", code="request_too_large")
     try:
-        async with asyncio.timeout(settings.proxy_body_timeout_s):
-            raw = await request.read()
+        if request.content.is_eof():
+            raw = await request.read()  # the body came with the headers: no timer to arm
+        else:
+            async with asyncio.timeout(settings.proxy_body_timeout_s):
+                raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise ProxyError(413, f"Request body exceeds the limit of {limit} bytes.", code="request_too_large") from None
     except TimeoutError:

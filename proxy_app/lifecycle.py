@@ -47,6 +47,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.journal_dir,
         flush_interval_s=settings.usage_flush_interval_s,
         batch_size=settings.usage_batch_size,
+        record_journal=settings.usage_recorder == "thread",
     )
     # Claimed before serving: no request is accepted that the journal could not take.
     usage.open()
@@ -82,4 +83,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         await loop.run_in_executor(None, usage.stop, USAGE_FLUSH_S)
         await loop.run_in_executor(None, archive.stop, ARCHIVE_FLUSH_S)
         engine.dispose()
-        log.info("proxy stopped: usage rows recorded this run: %d", usage.written)
+        if usage.record_journal:
+            log.info("proxy stopped: usage rows recorded this run: %d", usage.written)
+        else:
+            log.info("proxy stopped: its usage rows are journaled for the recorder process")

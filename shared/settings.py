@@ -26,6 +26,13 @@ def _bool(name: str, raw: str) -> bool:
     raise SettingsError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
 
 
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
 def _int(name: str, raw: str, minimum: int = 0, maximum: int | None = None) -> int:
     try:
         value = int(raw)
@@ -94,6 +101,8 @@ class Settings:
     admin_workers: int = 2
     # Where usage rows wait for the database; None: DATA_DIR/usage-journal (see `journal_dir`).
     usage_journal_dir: Path | None = None
+    # Who moves the journal into the database: each proxy's own thread, or one recorder process.
+    usage_recorder: str = "thread"
     # Connection and time limits of the proxy's HTTP server.
     proxy_max_connections: int = 10_000
     proxy_header_timeout_s: float = 10.0
@@ -152,6 +161,7 @@ class Settings:
             default_reserve_tokens=_int("DEFAULT_RESERVE_TOKENS", get("DEFAULT_RESERVE_TOKENS", "4096"), 1),
             admin_workers=_int("ADMIN_WORKERS", get("ADMIN_WORKERS", "2"), 1),
             usage_journal_dir=_path(env["USAGE_JOURNAL_DIR"], root) if env.get("USAGE_JOURNAL_DIR") else None,
+            usage_recorder=_choice("USAGE_RECORDER", get("USAGE_RECORDER", "thread"), ("thread", "process")),
             proxy_max_connections=_int("PROXY_MAX_CONNECTIONS", get("PROXY_MAX_CONNECTIONS", "10000"), 1),
             proxy_header_timeout_s=_float("PROXY_HEADER_TIMEOUT_S", get("PROXY_HEADER_TIMEOUT_S", "10")),
             proxy_body_timeout_s=_float("PROXY_BODY_TIMEOUT_S", get("PROXY_BODY_TIMEOUT_S", "30")),

@@ -176,7 +176,7 @@ class _Cursor:
 
     def __init__(self, slot: Path, sealed_before: Callable[[], int]) -> None:
         self.slot = slot
-        self._sealed_before = sealed_before  # segments numbered below this get no more lines
+        self.sealed_before = sealed_before  # segments numbered below this get no more lines
         self.position = _read_checkpoint(slot)  # everything before it is recorded
         self._next = self.position  # where the next unread line starts
         self._buffer = b""  # bytes read from the segment; those from _start on are unread
@@ -215,7 +215,7 @@ class _Cursor:
     def _fill(self) -> bool:
         segment = self._next[0]
         # Decided before reading: once sealed, every write to the segment happened before this read.
-        sealed = segment < self._sealed_before()
+        sealed = segment < self.sealed_before()
         try:
             with _segment_path(self.slot, segment).open("rb") as fh:
                 fh.seek(self._file_offset)
@@ -243,7 +243,12 @@ class _Cursor:
 
 
 class UsageRecorder:
-    """Journals usage rows on the caller's thread; records them into the database from one thread."""
+    """Journals usage rows on the caller's thread; records them into the database from one thread.
+
+    With `record_journal=False` (USAGE_RECORDER=process) the journal is recorded by a
+    `JournalRecorder` in a process of its own; the thread here then only writes the rows a
+    failing journal could not take.
+    """
 
     def __init__(
         self,
@@ -253,9 +258,10 @@ class UsageRecorder:
         flush_interval_s: float = 0.5,
         batch_size: int = 500,
         segment_bytes: int = SEGMENT_BYTES,
+        record_journal: bool = True,
     ) -> None:
-        self._engine = engine
         self.root = root
+        self.record_journal = record_journal
         self._interval = flush_interval_s
         self._batch_size = batch_size
         self._segment_bytes = segment_bytes
@@ -263,6 +269,7 @@ class UsageRecorder:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._stop_deadline = float("inf")
+        self._inserter = _Inserter(engine, root, self._stopping, lambda: self._stop_deadline)
         self._cond = threading.Condition()
         self._lock_fd: int | None = None
         self._fd = -1
@@ -322,10 +329,12 @@ class UsageRecorder:
             self._wake.set()
 
     def wait_idle(self, timeout: float) -> bool:
-        """Block until every row submitted so far is in the database (for shutdown and tests)."""
+        """Block until every row submitted so far is in the database, or journaled for another process."""
         target = self._appended
         with self._cond:
-            return self._cond.wait_for(lambda: self._recorded >= target and not self._overflow, timeout)
+            return self._cond.wait_for(
+                lambda: (self._recorded >= target or not self.record_journal) and not self._overflow, timeout
+            )
 
     def stop(self, timeout: float = 30.0) -> int:
         """Record what the database will take within `timeout`, stop; returns the rows left journaled."""
@@ -337,7 +346,7 @@ class UsageRecorder:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        left = backlog(self.root)
+        left = backlog(self.root) if self.record_journal else 0
         if self._overflow:
             log.error("%d usage rows could be neither journaled nor recorded: lost", len(self._overflow))
         if left:
@@ -371,6 +380,9 @@ class UsageRecorder:
 
     def _run(self) -> None:
         try:
+            if not self.record_journal:
+                self._run_overflow_only()
+                return
             self._adopt_orphans()
             assert self._cursor is not None
             while True:
@@ -397,6 +409,12 @@ class UsageRecorder:
         except Exception:  # noqa: BLE001 - a dead recorder must be loud; rows stay in the journal
             log.exception("usage recorder stopped unexpectedly; rows stay in the journal")
 
+    def _run_overflow_only(self) -> None:
+        while not (self._stopping.is_set() and (not self._overflow or time.monotonic() >= self._stop_deadline)):
+            self._wake.clear()
+            self._record_overflow()
+            self._wake.wait(self._interval)
+
     def _adopt_orphans(self) -> None:
         """Record what slots no live process holds left behind (a crashed worker's), then let them go."""
         for slot in sorted(self.root.glob("slot-*")):
@@ -420,10 +438,7 @@ class UsageRecorder:
         self, cursor: _Cursor, rows: list[Record], bad: list[bytes], position: Position, own: bool = True,
     ) -> bool:
         """Insert rows with retries; checkpoint; False when stopping forced us to leave them journaled."""
-        if bad:
-            log.error("%d unreadable lines in the usage journal set aside in refused.jsonl", len(bad))
-            self._refuse_lines(bad, "unreadable journal line")
-        if rows and not self._write_with_retry(rows):
+        if not self._inserter.record(rows, bad):
             return False
         cursor.advance(position)
         self._last_write = time.monotonic()
@@ -439,7 +454,7 @@ class UsageRecorder:
             return
         with self._cond:
             rows, self._overflow = self._overflow, []
-        if not self._write_with_retry(rows):
+        if not self._inserter.write_with_retry(rows):
             with self._cond:
                 self._overflow[:0] = rows
             return
@@ -447,7 +462,121 @@ class UsageRecorder:
             self.written += len(rows)
             self._cond.notify_all()
 
-    def _write_with_retry(self, rows: list[Record]) -> bool:
+class JournalRecorder:
+    """Records every slot of a journal from a process of its own (USAGE_RECORDER=process).
+
+    The proxies only journal; this process does the database writing, so its batches (and
+    SQLite's rollup triggers) hold neither a proxy's GIL nor its core. A live proxy's slot is
+    read up to its newest segment's last complete line; a slot no process holds is drained
+    to its end. One recorder per journal directory (`recorder.lock`).
+    """
+
+    def __init__(self, engine: Engine, root: Path, *, flush_interval_s: float = 0.5, batch_size: int = 500) -> None:
+        self.root = root
+        self._interval = flush_interval_s
+        self._batch_size = batch_size
+        self._stopping = threading.Event()
+        self._stop_deadline = float("inf")
+        self._inserter = _Inserter(engine, root, self._stopping, lambda: self._stop_deadline)
+        self._cursors: dict[Path, _Cursor] = {}
+        self._lock_fd: int | None = None
+        self.written = 0
+
+    def claim(self) -> None:
+        """Become the journal's one recorder (JournalError when another one runs)."""
+        _private_dir(self.root)
+        fd = _open_private(self.root / "recorder.lock", os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise JournalError(f"another usage recorder already records {self.root}") from None
+            raise
+        self._lock_fd = fd
+
+    def stop(self, timeout: float) -> None:
+        """Ask `run` to finish: it records until no proxy holds a slot and all is drained, or `timeout`."""
+        self._stop_deadline = time.monotonic() + timeout
+        self._stopping.set()
+
+    def run(self) -> int:
+        """Record until stopped; returns the rows left journaled."""
+        if self._lock_fd is None:
+            self.claim()
+        try:
+            while True:
+                started = time.monotonic()
+                recorded, live, complete = self.record_pass()
+                if self._stopping.is_set():
+                    if (not live and complete) or time.monotonic() >= self._stop_deadline:
+                        break
+                    if not recorded:
+                        time.sleep(min(0.05, self._interval))
+                    continue
+                if recorded < self._batch_size:
+                    # As in the proxy's own recorder: one transaction per interval under load.
+                    self._stopping.wait(max(0.0, self._interval - (time.monotonic() - started)))
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+        left = backlog(self.root)
+        if left:
+            log.warning("%d usage rows are waiting in the journal (%s); they are recorded at the next start",
+                        left, self.root)
+        return left
+
+    def record_pass(self) -> tuple[int, int, bool]:
+        """One batch from each slot: (rows recorded, slots a live proxy holds, whether all were read)."""
+        recorded = live = 0
+        complete = True
+        for slot in sorted(self.root.glob("slot-*")):
+            fd = _try_lock(slot)
+            try:
+                cursor = self._cursors.get(slot)
+                if cursor is None:
+                    cursor = self._cursors[slot] = _Cursor(slot, lambda: 0)
+                if fd is None:
+                    live += 1
+                    # The writer opens segment N+1 only after its last write to N: below the
+                    # newest segment, every segment is complete.
+                    cursor.sealed_before = lambda slot=slot: max(_segments(slot), default=0)
+                else:
+                    cursor.sealed_before = lambda: 1 << 62
+                rows, bad, position = cursor.read(self._batch_size)
+                if not rows and not bad and position == cursor.position:
+                    continue
+                complete = complete and len(rows) < self._batch_size
+                if not self._inserter.record(rows, bad):
+                    del self._cursors[slot]  # read again from the checkpoint next time
+                    return recorded, live, False
+                cursor.advance(position)
+                recorded += len(rows)
+                self.written += len(rows)
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        return recorded, live, complete
+
+
+class _Inserter:
+    """Writes journaled rows into the database: outages retried, rows it refuses set aside."""
+
+    def __init__(self, engine: Engine, root: Path, stopping: threading.Event, deadline: Callable[[], float]) -> None:
+        self._engine = engine
+        self._root = root
+        self._stopping = stopping
+        self._deadline = deadline
+
+    def record(self, rows: list[Record], bad: list[bytes]) -> bool:
+        """Insert rows (retrying outages) and set unreadable lines aside; False when stopping cut it short."""
+        if bad:
+            log.error("%d unreadable lines in the usage journal set aside in refused.jsonl", len(bad))
+            self.refuse_lines(bad, "unreadable journal line")
+        return not rows or self.write_with_retry(rows)
+
+    def write_with_retry(self, rows: list[Record]) -> bool:
         delay = 0.2
         attempts = 0
         while True:
@@ -464,7 +593,7 @@ class UsageRecorder:
                 if attempts == 1 or attempts % 20 == 0:
                     log.error("usage write of %d rows failed (attempt %d): %s; retrying, rows stay journaled",
                               len(rows), attempts, type(exc).__name__)
-            if self._stopping.is_set() and time.monotonic() + delay >= self._stop_deadline:
+            if self._stopping.is_set() and time.monotonic() + delay >= self._deadline():
                 return False
             self._stopping.wait(delay) if not self._stopping.is_set() else time.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -490,17 +619,18 @@ class UsageRecorder:
                 self._write([row])
             except Exception as exc:  # noqa: BLE001
                 log.error("usage row %s refused by the database: %s", row.get("request_id"), type(exc).__name__)
-                self._refuse_lines([_encode(row).rstrip(b"\n")], "refused by the database")
+                self.refuse_lines([_encode(row).rstrip(b"\n")], "refused by the database")
 
-    def _refuse_lines(self, lines: list[bytes], reason: str) -> None:
+    def refuse_lines(self, lines: list[bytes], reason: str) -> None:
         # A dead letter for an operator: rows the database will never take stop blocking the journal.
-        fd = _open_private(self.root / "refused.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        fd = _open_private(self._root / "refused.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             for line in lines:
                 os.write(fd, line + b"\n")
         finally:
             os.close(fd)
-        log.error("%d usage rows %s: saved to %s", len(lines), reason, self.root / "refused.jsonl")
+        log.error("%d usage rows %s: saved to %s", len(lines), reason, self._root / "refused.jsonl")
+
 
 
 def _older_than(when: datetime) -> Any:

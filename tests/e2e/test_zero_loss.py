@@ -25,3 +25,11 @@ def test_sigterm_during_a_postgresql_outage_keeps_every_row_for_the_next_start(t
     assert result.acknowledged > 50
     assert result.recorded == result.acknowledged and result.duplicates == 0
     assert "usage rows are waiting in the journal" in result.waiting_at_stop
+
+
+def test_with_a_recorder_process_a_killed_proxys_rows_are_recorded_without_a_restart(
+    tmp_path: Path, database_url: str,
+) -> None:
+    result = kill_round(tmp_path / "kill", database_url, requests=300, recorder="process")
+    assert result.acknowledged >= 150
+    assert result.recorded == result.acknowledged and result.duplicates == 0

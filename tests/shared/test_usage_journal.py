@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -16,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from shared.db import make_engine
 from shared.models import UsageRecord
-from shared.usage_journal import UsageRecorder, backlog, journal_rows
+from shared.usage_journal import JournalError, JournalRecorder, UsageRecorder, backlog, journal_rows
 
 pytestmark = pytest.mark.db
 
@@ -196,3 +198,86 @@ def test_a_journal_that_cannot_be_written_falls_back_to_the_database(engine: Eng
         recorder._fd = -1
         recorder.stop(5)
     assert [r.request_id for r in _recorded(engine)] == ["req_disk_trouble"]
+
+
+def _wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_a_recorder_process_records_live_slots_across_segments_exactly_once(engine: Engine, tmp_path: Path) -> None:
+    root = tmp_path / "journal"
+    writers = [UsageRecorder(engine, root, segment_bytes=700, record_journal=False) for _ in range(2)]
+    for writer in writers:
+        writer.start()
+    recorder = JournalRecorder(engine, root, flush_interval_s=0.02, batch_size=7)
+    worker = threading.Thread(target=recorder.run)
+    worker.start()
+    try:
+        for i in range(40):
+            writers[i % 2].submit(_row(f"req_{i:02d}"))
+        assert len(list((root / "slot-0").glob("*.jsonl"))) >= 1
+        # Recorded while the writers still hold their slots: nothing waits for them to stop.
+        assert _wait_for(lambda: len(_recorded(engine)) == 40)
+        assert all(w.wait_idle(0) for w in writers)  # a writer of this kind has nothing to wait for
+        for writer in writers:
+            assert writer.stop(5) == 0
+        recorder.stop(5)
+        worker.join(10)
+        assert not worker.is_alive()
+    finally:
+        recorder.stop(0)
+        worker.join(10)
+    assert [r.request_id for r in _recorded(engine)] == [f"req_{i:02d}" for i in range(40)]
+    assert backlog(root) == 0
+    for slot in ("slot-0", "slot-1"):
+        assert len(list((root / slot).glob("*.jsonl"))) == 1  # finished segments are deleted
+
+
+def test_one_recorder_process_per_journal(engine: Engine, tmp_path: Path) -> None:
+    root = tmp_path / "journal"
+    first = JournalRecorder(engine, root)
+    first.claim()
+    with pytest.raises(JournalError, match="another usage recorder"):
+        JournalRecorder(engine, root).claim()
+    first.stop(0)
+    assert first.run() == 0  # stopped with nothing to record: returns at once and lets go
+    JournalRecorder(engine, root).claim()
+
+
+def test_a_stopping_recorder_waits_for_live_proxies_then_drains_them(engine: Engine, tmp_path: Path) -> None:
+    root = tmp_path / "journal"
+    writer = UsageRecorder(engine, root, record_journal=False)
+    writer.start()
+    recorder = JournalRecorder(engine, root, flush_interval_s=0.02)
+    recorder.stop(30)  # the signal came first, as when run.py stops everything at once
+    worker = threading.Thread(target=recorder.run)
+    worker.start()
+    try:
+        writer.submit(_row("req_before"))
+        time.sleep(0.3)
+        assert worker.is_alive()  # a proxy still holds its slot: the recorder keeps going
+        writer.submit(_row("req_last"))  # the proxy's last request, answered during its shutdown
+        writer.stop(5)
+        worker.join(10)
+        assert not worker.is_alive()
+    finally:
+        recorder.stop(0)
+        worker.join(10)
+    assert [r.request_id for r in _recorded(engine)] == ["req_before", "req_last"]
+
+
+def test_a_recorder_process_left_by_an_outage_keeps_rows_journaled(tmp_path: Path) -> None:
+    root = tmp_path / "journal"
+    writer = UsageRecorder(make_engine(DEAD_URL), root, record_journal=False)
+    writer.start()
+    writer.submit(_row("req_outage"))
+    writer.stop(1)
+    recorder = JournalRecorder(make_engine(DEAD_URL), root, flush_interval_s=0.02)
+    recorder.stop(1.5)
+    assert recorder.run() == 1  # the database never came back within the stop budget
+    assert [r["request_id"] for r in journal_rows(root)] == ["req_outage"]
