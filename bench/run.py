@@ -52,6 +52,7 @@ from bench.harness import (
 from bench.loadgen import LoadResult, new_loop, run_load
 
 SETTLE_S = 0.8
+RECORDER_WORDS = {"thread": "a thread of the proxy", "process": "a process of its own (unpinned)"}
 # At concurrency 1 the proxy can share the load's CPU without contention; this row shows the
 # proxy's own latency without the two cross-CPU wake-ups per hop that pinning adds.
 COLOCATED = "proxy 1-CPU"  # > the proxy's usage flush interval: its deferred work lands in the window
@@ -293,7 +294,7 @@ def markdown(report: Report) -> str:
         f"pinned: {'proxy on CPU 0, mock + load generator on CPU 1' if report.pinned else 'no'}; "
         f"{o['duration_s']:g} s per phase after {o['warmup']} warm-up requests; mock latency "
         f"{o['latency_ms']:g} ms, streams of {o['chunks']} content chunks {o['chunk_delay_ms']:g} ms apart; "
-        f"usage recorder: {'a process of its own (unpinned)' if o.get('recorder') == 'process' else 'a thread of the proxy'}.",
+        f"usage recorder: {RECORDER_WORDS[o.get('recorder', 'thread')]}.",
         "",
         "Overhead (proxy minus direct, same load; ms):",
         "",
