@@ -21,8 +21,18 @@ from admin_app.lookups import get_or_404
 from admin_app.schemas.usage import KeyUsageQuerySchema
 from admin_app.stats import window_from
 from admin_app.usage import check_span, daily_sums, iso, last_day, midnight, utcnow
+from admin_app.usage_figures import (
+    Sums,
+    begin_snapshot,
+    breakdown,
+    cells,
+    cost_number,
+    cost_text,
+    date_day,
+    day_date,
+    p95,
+)
 from shared.models import ApiKey
-from shared.usage_figures import Sums, begin_snapshot, breakdown, cells, cost_number, cost_text, date_day, day_date, p95
 
 key_usage_query = KeyUsageQuerySchema()
 

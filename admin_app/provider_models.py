@@ -20,6 +20,7 @@ from admin_app.extensions import db
 from admin_app.inputs import load_body, load_query
 from admin_app.keys import check_provider_ids
 from admin_app.lookups import get_or_404
+from admin_app.price_list import list_price
 from admin_app.schemas.common import PaginationQuerySchema
 from admin_app.schemas.provider_models import (
     ProviderModelInSchema,
@@ -27,7 +28,6 @@ from admin_app.schemas.provider_models import (
     ProviderModelQuerySchema,
 )
 from shared.models import Provider, ProviderModel
-from shared.price_list import list_price
 
 RESOURCE = "provider_model"
 

@@ -1,7 +1,7 @@
 """`/stats/*`: usage figures over a window, with breakdowns by provider, model and key.
 
 Sums come from the hourly rollup plus the partial hours at the window's ends,
-p95s from latency-ordered indexes (`shared/usage_figures.py` explains both).
+p95s from latency-ordered indexes (`admin_app/usage_figures.py` explains both).
 `cost_usd` stays a JSON number as in the seed; `cost_usd_exact` is the exact
 decimal string. Every endpoint accepts `start_date`/`end_date`, `key_id`,
 `provider_id` and `model`.
@@ -19,8 +19,7 @@ from admin_app.errors import NotFound
 from admin_app.extensions import db
 from admin_app.inputs import load_query
 from admin_app.schemas.stats import ConversationStatsSchema, StatsQuerySchema
-from shared.models import UsageRecord
-from shared.usage_figures import (
+from admin_app.usage_figures import (
     Group,
     Window,
     begin_snapshot,
@@ -30,6 +29,7 @@ from shared.usage_figures import (
     provider_names,
     raw_conditions,
 )
+from shared.models import UsageRecord
 
 stats_query = StatsQuerySchema()
 conversation_out = ConversationStatsSchema()

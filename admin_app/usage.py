@@ -30,8 +30,7 @@ from admin_app.extensions import db
 from admin_app.inputs import load_query
 from admin_app.schemas.usage import MAX_DAYS, ExportQuerySchema, UsageQuerySchema
 from admin_app.stats import window_from
-from shared.models import ApiKey, UsageRecord
-from shared.usage_figures import (
+from admin_app.usage_figures import (
     Cells,
     Group,
     Sums,
@@ -44,6 +43,7 @@ from shared.usage_figures import (
     p95,
     raw_conditions,
 )
+from shared.models import ApiKey, UsageRecord
 
 usage_query = UsageQuerySchema()
 export_query = ExportQuerySchema()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from proxy_app.keys import SETTINGS, WS_SESSIONS
+from proxy_app.app_keys import SETTINGS, WS_SESSIONS
+from proxy_app.fronts.ws_chat import close_websockets
 from proxy_app.lifecycle import services_ctx
 from proxy_app.middlewares import auth_middleware, error_middleware
 from proxy_app.routes import setup_routes
-from proxy_app.ws_chat import close_websockets
 from shared.settings import Settings
 
 

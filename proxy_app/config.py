@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from shared.db import read_config_version
 from shared.models import ApiKey, Provider, ProviderModel
 from shared.periods import consumption, period_bounds
+from shared.provider_kinds import DEFAULT_CONNECT_TIMEOUT_S, PROVIDER_KINDS, provider_apis
 
 log = logging.getLogger("nexusai.proxy.config")
 
@@ -32,9 +33,12 @@ class ProviderCfg:
     base_url: str
     server_key: str
     http_proxy: str | None
-    timeout_s: float
+    timeout_s: float  # first byte, and silence between stream events
     priority: int
     weight: int
+    kind: str = "openai"  # which adapter speaks to it
+    apis: frozenset[str] = frozenset({"chat"})  # the client APIs it serves natively
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,7 @@ class Route:
     input_price: Decimal | None
     output_price: Decimal | None
     created: int
+    cached_input_price: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +105,10 @@ def load_snapshot(engine: Engine) -> Snapshot:
 
         by_id: dict[int, ProviderCfg] = {}
         for p in providers:
+            if p.kind not in PROVIDER_KINDS:
+                # Written by a newer version, or by hand: serving it with the wrong wire format would be worse.
+                log.warning("provider %s has unknown kind %r: not served", p.name, p.kind)
+                continue
             by_id[p.id] = ProviderCfg(
                 id=p.id,
                 name=p.name,
@@ -109,6 +118,9 @@ def load_snapshot(engine: Engine) -> Snapshot:
                 timeout_s=float(p.timeout_s or 60.0),
                 priority=p.priority or 0,
                 weight=max(1, p.weight or 1),
+                kind=p.kind,
+                apis=provider_apis(p.kind, p.apis),
+                connect_timeout_s=float(p.connect_timeout_s or DEFAULT_CONNECT_TIMEOUT_S),
             )
         routes: dict[str, list[Route]] = {}
         for m in models:
@@ -124,6 +136,7 @@ def load_snapshot(engine: Engine) -> Snapshot:
                     input_price=m.input_price,
                     output_price=m.output_price,
                     created=int(m.created_at.timestamp()),
+                    cached_input_price=m.cached_input_price,
                 )
             )
         key_cfgs = {

@@ -9,15 +9,16 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from proxy_app.app_keys import SETTINGS, STATE
 from proxy_app.config import ConfigStore
-from proxy_app.keys import SETTINGS, STATE
-from proxy_app.limits import Limiter
+from proxy_app.exchange.archive import ArchiveWriter
+from proxy_app.exchange.recording import AccessLogSink, ArchiveSink, SettlementSink, UsageRowSink
+from proxy_app.exchange.state import ProxyState
+from proxy_app.exchange.tokens import TokenCounter
+from proxy_app.governance import MemoryLimiter
 from proxy_app.memory import trim_heap
-from proxy_app.state import ProxyState
-from proxy_app.upstream_http import UpstreamClient
-from shared.archive import ArchiveWriter
+from proxy_app.transport.http import UpstreamClient
 from shared.db import make_engine
-from shared.tokens import TokenCounter
 from shared.usage_journal import UsageRecorder
 
 log = logging.getLogger("nexusai.proxy")
@@ -52,7 +53,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     # Claimed before serving: no request is accepted that the journal could not take.
     usage.open()
     archive = ArchiveWriter(settings.messages_dir)
-    limiter = Limiter()
+    limiter = MemoryLimiter()
     # Quota consumption so far this period comes with each snapshot, so a restart does not reset it.
     config = ConfigStore(engine, settings.config_poll_interval_s, on_load=lambda snap: limiter.seed(snap.consumption))
     await config.start()
@@ -64,6 +65,9 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     state = ProxyState(
         settings=settings, config=config, upstream=upstream, usage=usage, archive=archive, tokens=tokens,
         limiter=limiter,
+        # The usage row first: it is the part that must never be lost.
+        sinks=(UsageRowSink(usage), SettlementSink(limiter), ArchiveSink(archive, settings.archive_messages),
+               AccessLogSink()),
     )
     app[STATE] = state
     # Start-up leaves ~half a million long-lived objects (SQLAlchemy, aiohttp, tiktoken); a full

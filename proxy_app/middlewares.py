@@ -8,10 +8,10 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from proxy_app.app_keys import CLIENT_KEY, STATE
 from proxy_app.auth import authenticate, extract_key
 from proxy_app.errors import ProxyError
 from proxy_app.exchange import new_request_id
-from proxy_app.keys import CLIENT_KEY, STATE
 
 log = logging.getLogger("nexusai.proxy")
 access_log = logging.getLogger("nexusai.proxy.access")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from proxy_app.chat_http import chat_completions
-from proxy_app.health import health
-from proxy_app.models_list import list_models
-from proxy_app.ws_chat import ws_chat
+from proxy_app.fronts.chat import chat_completions
+from proxy_app.fronts.health import health
+from proxy_app.fronts.models import list_models
+from proxy_app.fronts.ws_chat import ws_chat
 
 
 def setup_routes(app: web.Application) -> None:

@@ -43,7 +43,7 @@ class BatchingHandler(logging.Handler):
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
 
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+    def handle(self, record: logging.LogRecord) -> bool:
         """Format now (args and exceptions are alive now) and buffer the line; no lock needed."""
         if self.filters and not self.filter(record):
             return False
@@ -146,24 +146,28 @@ def _only_root_handles(logger: logging.Logger) -> bool:
         if node.handlers or not node.propagate:
             return False
         node = node.parent
-    return logging.root.handlers == [_batching] and not _batching.filters
+    return _batching is not None and logging.root.handlers == [_batching] and not _batching.filters
 
 
 def _write_rotating(target: logging.handlers.RotatingFileHandler, lines: list[str]) -> None:
     """Append lines, rolling the file over before the one that would take it past maxBytes."""
     if target.stream is None:
         target.doRollover()
-    size = target.stream.tell()
+    stream = target.stream
+    assert stream is not None  # doRollover opened it
+    size = stream.tell()
     pending: list[str] = []
     for line in lines:
         if size and size + len(line) >= target.maxBytes:
-            target.stream.write("".join(pending))
+            stream.write("".join(pending))
             pending = []
             target.doRollover()
+            stream = target.stream
+            assert stream is not None
             size = 0
         pending.append(line)
         size += len(line)
-    target.stream.write("".join(pending))
+    stream.write("".join(pending))
 
 
 def setup_logging(settings: Settings, process: str) -> None:
@@ -190,7 +194,7 @@ def setup_logging(settings: Settings, process: str) -> None:
     if process == "proxy":
         # One access line per request on the event loop: skip the caller lookup and the
         # thread/process fields LOG_FORMAT never shows (logging's documented optimisations).
-        logging._srcfile = None  # type: ignore[attr-defined]
+        logging._srcfile = None
         logging.logThreads = False
         logging.logProcesses = False
         logging.logMultiprocessing = False

@@ -64,6 +64,11 @@ class Provider(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     http_proxy: Mapped[str | None] = mapped_column(String(500), default=None)
     timeout_s: Mapped[float] = mapped_column(Float, default=60.0)
+    # The wire format (which adapter the proxy uses), the client APIs served natively (NULL: the
+    # kind's defaults, see shared/provider_kinds) and the connect timeout, apart from timeout_s.
+    kind: Mapped[str] = mapped_column(String(16), default="openai", server_default="openai")
+    apis: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    connect_timeout_s: Mapped[float] = mapped_column(Float, default=5.0, server_default="5")
     # Higher priority is tried first; weight breaks ties between equal priorities.
     priority: Mapped[int] = mapped_column(Integer, default=0)
     weight: Mapped[int] = mapped_column(Integer, default=1)
@@ -140,7 +145,7 @@ class UsageRecord(Base):
         Index("ix_usage_record_provider_created", "provider_id", "created_at"),
         Index("ix_usage_record_model_created", "model", "created_at"),
         # Latency-ordered covering indexes: a p95 is found by walking one of them from the top
-        # (see shared/usage_figures.py); the trailing columns let filters run inside the index.
+        # (see admin_app/usage_figures.py); the trailing columns let filters run inside the index.
         Index(
             "ix_usage_record_latency",
             "latency_ms", "created_at", "key_id", "provider_id", "provider_name", "model",
@@ -158,10 +163,13 @@ class UsageRecord(Base):
     upstream_model: Mapped[str | None] = mapped_column(String(200), default=None)
     conversation_id: Mapped[str | None] = mapped_column(String(128), index=True, default=None)
     transport: Mapped[str] = mapped_column(String(8), default="http")
+    api: Mapped[str] = mapped_column(String(16), default="chat", server_default="chat")
     stream: Mapped[bool] = mapped_column(Boolean, default=False)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     total_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    reasoning_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     token_source: Mapped[str] = mapped_column(String(16), default="upstream")
     cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)

@@ -16,9 +16,20 @@ def request_cost(
     completion_tokens: int,
     input_price: Decimal | None,
     output_price: Decimal | None,
+    *,
+    cached_tokens: int = 0,
+    cached_price: Decimal | None = None,
 ) -> Decimal:
-    """Cost in USD of one request; unpriced sides cost nothing."""
+    """Cost in USD of one request; unpriced sides cost nothing.
+
+    Cached prompt tokens (part of `prompt_tokens`) cost `cached_price` when the model has one,
+    else the input price like the rest of the prompt.
+    """
     cost = Decimal(0)
+    if cached_price is not None and cached_tokens > 0:
+        cached = min(cached_tokens, prompt_tokens)
+        cost += Decimal(cached) * cached_price
+        prompt_tokens -= cached
     if input_price:
         cost += Decimal(prompt_tokens) * input_price
     if output_price:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -111,7 +111,6 @@ class Settings:
     # Database calls give up after these (both apps).
     db_connect_timeout_s: float = 5.0
     db_statement_timeout_s: float = 10.0
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_env(

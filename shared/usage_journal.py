@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -112,6 +113,10 @@ def _segments(slot: Path) -> list[int]:
         except ValueError:
             continue
     return sorted(numbers)
+
+
+def _newest_segment(slot: Path) -> int:
+    return max(_segments(slot), default=0)
 
 
 def _segment_path(slot: Path, number: int) -> Path:
@@ -541,7 +546,7 @@ class JournalRecorder:
                     live += 1
                     # The writer opens segment N+1 only after its last write to N: below the
                     # newest segment, every segment is complete.
-                    cursor.sealed_before = lambda slot=slot: max(_segments(slot), default=0)
+                    cursor.sealed_before = functools.partial(_newest_segment, slot)
                 else:
                     cursor.sealed_before = lambda: 1 << 62
                 rows, bad, position = cursor.read(self._batch_size)

@@ -17,11 +17,17 @@ from admin_app.schemas.fields import (
 )
 from admin_app.schemas.keys import ClientKey, KeySummarySchema
 from shared.models import Provider
+from shared.provider_kinds import CLIENT_APIS, PROVIDER_KINDS, provider_apis
 from shared.secrets import key_hint
 
 UPSTREAM_SCHEMES = frozenset({"http", "https"})
 PROXY_SCHEMES = frozenset({"http", "https", "socks4", "socks4a", "socks5", "socks5h"})
 MAX_TIMEOUT_S = 3600.0
+
+
+def _distinct(values: list[str]) -> None:
+    if len(set(values)) != len(values):
+        raise ValidationError("Must not repeat an API.")
 
 
 def _no_slash(value: str) -> None:
@@ -50,7 +56,24 @@ class ProviderInSchema(TidyInputSchema):
     description = Text(allow_none=True, validate=validate.Length(max=10_000))
     enabled = StrictBoolean()
     http_proxy = HttpUrl(PROXY_SCHEMES, allow_credentials=True, allow_none=True)
-    timeout_s = StrictFloat(validate=validate.Range(min=0, max=MAX_TIMEOUT_S, min_inclusive=False))
+    timeout_s = StrictFloat(
+        validate=validate.Range(min=0, max=MAX_TIMEOUT_S, min_inclusive=False),
+        metadata={"description": "Seconds to the first byte of the reply, and between stream events."},
+    )
+    connect_timeout_s = StrictFloat(
+        validate=validate.Range(min=0, max=MAX_TIMEOUT_S, min_inclusive=False),
+        metadata={"description": "Seconds to establish the connection (TCP, TLS, proxy tunnel)."},
+    )
+    kind = fields.String(
+        validate=validate.OneOf(PROVIDER_KINDS),
+        metadata={"description": "The provider's wire format: which adapter the proxy speaks to it with."},
+    )
+    apis = fields.List(
+        fields.String(validate=validate.OneOf(CLIENT_APIS)),
+        allow_none=True,
+        validate=[validate.Length(min=1), _distinct],
+        metadata={"description": "Client APIs the provider serves natively; null: its kind's defaults."},
+    )
     priority = StrictInteger(
         validate=validate.Range(min=-INT32_MAX, max=INT32_MAX),
         metadata={"description": "Higher is tried first."},
@@ -72,11 +95,21 @@ class ProviderOutSchema(Schema):
     http_proxy = fields.Method(
         "_http_proxy", metadata={"type": "string", "nullable": True, "description": "Password masked."}
     )
+    kind = fields.String()
+    apis = fields.Method(
+        "_apis", metadata={"type": "array", "items": {"type": "string"},
+                           "description": "The client APIs it serves natively (its kind's defaults unless set)."},
+    )
     timeout_s = fields.Float()
+    connect_timeout_s = fields.Float()
     priority = fields.Integer()
     weight = fields.Integer()
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
+
+    def _apis(self, provider: Provider) -> list[str]:
+        served = provider_apis(provider.kind, provider.apis)
+        return [api for api in CLIENT_APIS if api in served]
 
     def _server_key_hint(self, provider: Provider) -> str:
         return key_hint(provider.server_key)

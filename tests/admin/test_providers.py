@@ -13,7 +13,7 @@ pytestmark = pytest.mark.db
 
 PROVIDER_FIELDS = {
     "id", "name", "server_url", "server_key_hint", "description", "enabled", "http_proxy",
-    "timeout_s", "priority", "weight", "created_at", "updated_at",
+    "timeout_s", "priority", "weight", "created_at", "updated_at", "kind", "apis", "connect_timeout_s",
 }
 
 
@@ -232,3 +232,28 @@ def test_sending_back_the_masked_proxy_url_keeps_the_password(admin: AdminClient
     assert stored(created["id"]) == ("http://user:pa55word@proxy.test:3128", "e")
     admin.ok("PATCH", f"/providers/{created['id']}", json={"http_proxy": "http://user:***@other.test:3128"})
     assert stored(created["id"])[0] == "http://user:***@other.test:3128"  # a different URL is taken as given
+
+
+def test_kind_apis_and_connect_timeout(admin: AdminClient, dump_db: Any) -> None:
+    created = admin.ok("POST", "/providers", 201, json={"name": "local", "server_url": "http://127.0.0.1:8080/v1"})
+    # Not said: the openai kind, its default APIs, a connect timeout of a few seconds.
+    assert created["kind"] == "openai" and created["connect_timeout_s"] == 5.0
+    assert created["apis"] == ["chat", "responses", "embeddings", "completions"]
+    pid = created["id"]
+    changed = admin.ok("PATCH", f"/providers/{pid}", json={"apis": ["embeddings", "chat"], "connect_timeout_s": 2.5})
+    assert changed["apis"] == ["chat", "embeddings"] and changed["connect_timeout_s"] == 2.5
+    assert admin.ok("PATCH", f"/providers/{pid}", json={"apis": None})["apis"][0] == "chat"  # back to defaults
+    before = dump_db()
+    for body, field in [
+        ({"kind": "gopher"}, "kind"),
+        ({"apis": ["chat", "telepathy"]}, "apis"),
+        ({"apis": []}, "apis"),
+        ({"apis": ["chat", "chat"]}, "apis"),
+        ({"apis": "chat"}, "apis"),
+        ({"connect_timeout_s": 0}, "connect_timeout_s"),
+        ({"connect_timeout_s": "5"}, "connect_timeout_s"),
+    ]:
+        r = admin.request("PATCH", f"/providers/{pid}", json=body)
+        assert r.status_code == 400, (body, r.text)
+        assert field in r.text
+    assert dump_db() == before  # refused bodies change nothing

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 
 import pytest
 from alembic import command
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import MetaData, Table, delete, func, insert, inspect, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import make_engine
@@ -104,11 +104,14 @@ def generate(now: datetime, key_ids: list[int], provider_ids: list[int], seed: i
 
 
 def insert_rows(settings: Settings, rows: list[Row]) -> None:
-    """Bulk insert, as the proxy's writer does."""
+    """Bulk insert, as the proxy's writer does (only the columns the database's revision has)."""
     engine = make_engine(settings.database_url)
     try:
         with engine.begin() as conn:
-            conn.execute(insert(UsageRecord), rows)
+            present = {column["name"] for column in inspect(conn).get_columns("usage_record")}
+            table = Table("usage_record", MetaData(),
+                          *(c._copy() for c in UsageRecord.__table__.columns if c.name in present))
+            conn.execute(insert(table), rows)
     finally:
         engine.dispose()
 

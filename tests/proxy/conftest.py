@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from proxy_app.keys import STATE
+from proxy_app.app_keys import STATE
 from shared.db import make_engine
 from shared.models import UsageRecord
 from shared.settings import Settings
@@ -50,7 +50,7 @@ class Gateway:
 
     def flushed_rows(self, timeout: float = 10.0) -> list[UsageRecord]:
         """Every usage row once the proxy's writer has written all it was handed."""
-        from proxy_app.keys import STATE
+        from proxy_app.app_keys import STATE
 
         assert self.proxy.app[STATE].usage.wait_idle(timeout)
         return self.usage_rows()

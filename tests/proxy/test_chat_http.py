@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from shared.tokens import TokenCounter
+from proxy_app.exchange.tokens import TokenCounter
 from tests.proxy.conftest import CLIENT_KEY, SERVER_KEY, Gateway
 from tests.support.fake_upstream import Scenario
 from tests.support.seed import add_key, add_model

@@ -15,10 +15,10 @@ import requests
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from proxy_app.app_keys import STATE
 from proxy_app.config import KeyCfg
 from proxy_app.errors import ProxyError
-from proxy_app.keys import STATE
-from proxy_app.limits import Limiter
+from proxy_app.governance import MemoryLimiter as Limiter
 from shared.db import bump_config_version
 from shared.models import ApiKey, UsageRecord
 from shared.secrets import hash_key, key_hint
@@ -138,7 +138,7 @@ def test_daily_seed_applied_after_midnight() -> None:
                  expires_at=None, archive_messages=None, token_quota=500, quota_period="daily")
     clock_now[0] = (day + timedelta(minutes=2)).timestamp()  # first request at 00:01 the next day
     try:
-        limiter.admit(key, 10, Decimal(0))
+        limiter.admit_now(key, 10, Decimal(0))
     except ProxyError as exc:
         pytest.fail(f"refused on a fresh day by yesterday's usage: {exc.message}")
 

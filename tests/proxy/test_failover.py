@@ -87,3 +87,70 @@ def test_a_failure_is_recorded_against_the_last_provider_tried(make_gateway, eng
     assert r.status_code == 502
     (row,) = gw.wait_rows(1)
     assert (row.provider_name, row.status_code, row.error_type) == ("last-dead", 502, "upstream_unreachable")
+
+
+def test_a_provider_that_does_not_serve_the_api_is_no_candidate(make_gateway, engine, upstream) -> None:  # type: ignore[no-untyped-def]
+    other = FakeUpstream().start()
+    try:
+        gw = make_gateway(seed=False)
+        embeddings_only = add_provider(engine, "embedder", other.base_url, priority=10, apis=["embeddings"])
+        chat = add_provider(engine, "chatter", upstream.base_url, priority=0)
+        add_model(engine, embeddings_only, "shared-model")
+        add_model(engine, chat, "shared-model")
+        add_model(engine, embeddings_only, "embed-only-model")
+        add_key(engine, gw.key)
+        time.sleep(0.6)
+        r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(), timeout=10,
+                          json={"model": "shared-model", "messages": MESSAGES})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"].startswith("Hello")
+        assert other.chat_requests() == []  # never tried, although its priority is higher
+        r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(), timeout=10,
+                          json={"model": "embed-only-model", "messages": MESSAGES})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+        assert "serves the chat API" in r.json()["error"]["message"]
+    finally:
+        other.stop()
+
+
+def test_a_connect_timeout_is_told_from_a_slow_answer(make_gateway, engine) -> None:  # type: ignore[no-untyped-def]
+    # A TLS endpoint that accepts TCP and never answers the handshake: the connection never
+    # completes, so the short connect timeout applies, not the provider's long timeout_s.
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        gw = make_gateway(seed=False)
+        port = listener.getsockname()[1]
+        silent = add_provider(engine, "silent", f"https://127.0.0.1:{port}/v1", timeout_s=30, connect_timeout_s=0.4)
+        add_model(engine, silent, "silent-model")
+        add_key(engine, gw.key)
+        time.sleep(0.6)
+        started = time.monotonic()
+        r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(), timeout=20,
+                          json={"model": "silent-model", "messages": MESSAGES})
+        elapsed = time.monotonic() - started
+        assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
+        assert "did not accept a connection within 0.4 s" in r.json()["error"]["message"]
+        assert elapsed < 5  # the connect timeout, not timeout_s (30 s)
+        (row,) = gw.wait_rows(1)
+        assert (row.status_code, row.error_type, row.provider_name) == (504, "upstream_timeout", "silent")
+    finally:
+        stop.set()
+        thread.join(2)
+        listener.close()
+        for sock in held:
+            sock.close()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 import requests
 
-from proxy_app.json_body import MAX_JSON_DEPTH
+from proxy_app.fronts.json_body import MAX_JSON_DEPTH
 from tests.proxy.conftest import CLIENT_KEY, Gateway
 
 pytestmark = pytest.mark.db

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 import requests
 
-from proxy_app.keys import STATE
+from proxy_app.app_keys import STATE
 from tests.proxy.conftest import Gateway
 from tests.support.fake_upstream import Scenario
 from tests.support.seed import add_key, add_model, add_provider

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
-from proxy_app.sse import DONE, MAX_EVENT_BYTES, iter_events, parse_event
-from proxy_app.upstream_http import UpstreamPayloadError
-
-
-async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
-    for part in parts:
-        yield part
+from proxy_app.backs.sse import DONE, MAX_EVENT_BYTES, SseSplitter, event_name, parse_event
+from proxy_app.transport.http import UpstreamPayloadError
 
 
 async def _collect(*parts: bytes) -> list[bytes]:
-    return [event async for event in iter_events(_chunks(*parts))]
+    splitter = SseSplitter()
+    events = [event for part in parts for event in splitter.feed(part)]
+    return events + splitter.close()
 
 
 async def test_events_split_across_reads_and_line_endings() -> None:
@@ -35,3 +30,11 @@ async def test_an_event_that_never_ends_is_refused_not_buffered_forever() -> Non
     piece = b"x" * (1024 * 1024)
     with pytest.raises(UpstreamPayloadError):
         await _collect(b"data: ", *([piece] * (MAX_EVENT_BYTES // len(piece) + 2)))
+
+
+async def test_each_read_gives_the_events_it_completes() -> None:
+    splitter = SseSplitter()
+    assert splitter.feed(b"event: message_start\ndata: {") == []
+    (event,) = splitter.feed(b'"a": 1}\n\ndata: {"b"')
+    assert event_name(event) == "message_start" and parse_event(event) == {"a": 1}
+    assert splitter.close() == [b'data: {"b"\n\n']

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 import requests
 
-from shared.tokens import TokenCounter
+from proxy_app.exchange.tokens import TokenCounter
 from tests.proxy.conftest import Gateway
 from tests.support.fake_upstream import Scenario
 from tests.support.raw_client import stream_until
@@ -185,3 +185,17 @@ def test_client_hanging_up_right_after_done_is_a_completed_request(gateway: Gate
     assert b"[DONE]" in stream_until(gateway.url, gateway.key, body, b"[DONE]")
     (row,) = gateway.wait_rows(1)
     assert (row.status_code, row.error_type, row.total_tokens, row.token_source) == (200, None, 24, "upstream")
+
+
+def test_an_upstream_error_event_mid_stream_is_recorded_as_an_error(gateway: Gateway) -> None:
+    # Over HTTP the status line (200) is gone by then: the client gets the error as the stream's
+    # last event, and the row says what happened, so success rates do not count it as a success.
+    gateway.upstream.default = Scenario(error_after_chunks=2, report_usage=False)
+    events = stream_events(gateway, {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True})
+    assert content_of(events) == "Hello from"
+    last = events[-1]
+    assert isinstance(last, dict) and last["error"]["message"] == "model overloaded mid-stream"
+    assert last["error"]["code"] == "overloaded" and "[DONE]" not in events
+    (row,) = gateway.wait_rows(1)
+    assert (row.status_code, row.error_type) == (502, "overloaded")
+    assert row.completion_tokens > 0 and row.token_source == "estimated"

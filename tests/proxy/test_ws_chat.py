@@ -424,13 +424,14 @@ async def test_ws_turn_is_recorded_exactly_like_an_http_stream(make_gateway: Cal
     await asyncio.to_thread(gw.proxy.stop)  # flushes usage and archive
 
     http_row, ws_row = await rows(gw, 2)
-    per_request = {"id", "request_id", "conversation_id", "transport", "latency_ms", "ttft_ms", "created_at"}
+    per_request = {"id", "request_id", "conversation_id", "transport", "api", "latency_ms", "ttft_ms", "created_at"}
     for column in UsageRecord.__table__.columns.keys():
         h, w = getattr(http_row, column), getattr(ws_row, column)
         assert (h is None) == (w is None), column
         if column not in per_request:
             assert h == w, column
     assert (http_row.transport, ws_row.transport) == ("http", "ws")
+    assert (http_row.api, ws_row.api) == ("chat", "ws")
 
     lines = _archive(gw.settings.messages_dir)
     http_line, ws_line = lines["conv-http"], lines["conv-ws"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from proxy_app.errors import ProxyError
-from proxy_app.ws_protocol import completion_messages, delta_messages, error_message, parse_chat_id
+from proxy_app.fronts.ws_protocol import completion_messages, delta_messages, error_message, parse_chat_id
 
 TOOL_CALL = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
 

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from proxy_app import create_app
 from proxy_app.serving import ProxyRunner
 from shared.settings import Settings
+
+T = TypeVar("T")
 
 
 class ProxyThread:
@@ -39,6 +43,10 @@ class ProxyThread:
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}"
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        """Run a coroutine on the proxy's own loop (where its services live) and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def stop(self) -> None:
         """Graceful shutdown: finish requests, flush writers, end the thread (idempotent)."""

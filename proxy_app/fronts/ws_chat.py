@@ -3,7 +3,7 @@
 Authentication happens after the upgrade, so that a browser (which can neither
 set headers nor read a refused handshake) is told why: the key comes from the
 headers or `?api_key=` like HTTP, or from a first `{"type":"auth"}` message.
-Each `chat` message becomes a `Turn` (see `ws_turn`); live sessions are kept in
+Each `chat` message becomes an exchange rendered by a `Turn` (see `ws_turn`); live sessions are kept in
 an app key so that shutdown can stop their turns, flush usage and close them.
 """
 
@@ -16,14 +16,15 @@ from typing import Any
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from proxy_app.app_keys import STATE, WS_SESSIONS
 from proxy_app.auth import authenticate, extract_key
 from proxy_app.errors import ProxyError, bad_request, echo
-from proxy_app.exchange import new_conversation_id, prepare_call
-from proxy_app.json_body import parse_json
-from proxy_app.keys import STATE, WS_SESSIONS
-from proxy_app.state import ProxyState
-from proxy_app.ws_protocol import CLOSE_AUTH_FAILED, ChatId, ClientGone, Message, error_message, parse_chat_id
-from proxy_app.ws_turn import STOP_CANCEL, STOP_CLOSED, STOP_SHUTDOWN, Turn, server_shutting_down
+from proxy_app.exchange import new_conversation_id, open_exchange
+from proxy_app.exchange.state import ProxyState
+from proxy_app.fronts.chat import CHAT
+from proxy_app.fronts.json_body import parse_json
+from proxy_app.fronts.ws_protocol import CLOSE_AUTH_FAILED, ChatId, ClientGone, Message, error_message, parse_chat_id
+from proxy_app.fronts.ws_turn import STOP_CANCEL, STOP_CLOSED, STOP_SHUTDOWN, Turn, server_shutting_down
 
 log = logging.getLogger("nexusai.proxy.ws")
 access_log = logging.getLogger("nexusai.proxy.access")
@@ -64,7 +65,8 @@ async def ws_chat(request: web.Request) -> web.StreamResponse:
 
 async def close_websockets(app: web.Application) -> None:
     """on_shutdown: stop every socket's turns, flush their usage, then close with 1001."""
-    sessions = list(app[WS_SESSIONS])
+    live: set[WsSession] = app[WS_SESSIONS]
+    sessions = list(live)
     if not sessions:
         return
     for session in sessions:
@@ -234,13 +236,13 @@ class WsSession:
         key = authenticate(state.config.snapshot, self._raw_key)
         body = {k: v for k, v in obj.items() if k not in PROTOCOL_FIELDS}
         body["stream"] = True  # always stream from upstream: deltas go out as they arrive
-        call = prepare_call(
-            state, key, body, conversation_header=None, transport="ws",
+        exchange = await open_exchange(
+            state, CHAT, key, body, conversation_header=None, transport="ws",
             default_conversation=self.conversation_id,
         )
-        turn = Turn(state, call, chat_id, self.send)
+        turn = Turn(exchange, chat_id, self.send)
         self.turns[chat_id] = turn
-        task = asyncio.get_running_loop().create_task(turn.run(), name=f"ws-chat-{call.request_id}")
+        task = asyncio.get_running_loop().create_task(turn.run(), name=f"ws-chat-{exchange.request_id}")
         turn.task = task
         # In the app's background set, so shutdown waits for the turn to record itself.
         state.background.add(task)

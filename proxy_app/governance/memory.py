@@ -1,4 +1,4 @@
-"""Per-key governance in memory: rpm, tpm, concurrency, token quota and budget.
+"""The in-memory limiter: rpm, tpm, concurrency, token quota and budget, per key, in one process.
 
 Every check is O(1) amortised and touches no database. Windows slide (a
 deque of admission times), so no boundary lets twice the limit through.
@@ -8,7 +8,7 @@ a token limit by more than one reservation. Consumption of quotas for the
 current period is seeded from the usage records at start-up.
 
 One process enforces its own counts: several proxy processes each allow the
-full limit until a shared store is added.
+full limit (the Redis limiter of the scale-out issue shares them).
 """
 
 from __future__ import annotations
@@ -17,27 +17,16 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
 
 from proxy_app.config import KeyCfg
 from proxy_app.errors import ProxyError
+from proxy_app.governance.base import Ticket
 from shared.periods import period_bounds
 
 WINDOW_S = 60.0
 ZERO_USD = Decimal(0)
-
-
-@dataclass(slots=True)
-class Ticket:
-    """One admitted request's hold on its key's limits."""
-
-    key_id: int
-    reserved_tokens: int
-    reserved_usd: Decimal
-    settled: bool = False
-    detached: bool = False  # its usage will be settled by a background finish
 
 
 class KeyState:
@@ -79,18 +68,8 @@ def _duration(seconds: float) -> str:
     return f"{int(minutes)}m{secs:.0f}s" if minutes else f"{secs:.3g}s"
 
 
-def is_limited(key: KeyCfg) -> bool:
-    """Whether any governance applies to the key."""
-    return bool(key.rpm or key.tpm or key.max_concurrency or key.token_quota or key.budget_usd is not None)
-
-
-def needs_reservation(key: KeyCfg) -> bool:
-    """Whether admission needs a token estimate for this key."""
-    return bool(key.tpm or key.token_quota or key.budget_usd is not None)
-
-
-class Limiter:
-    """Admits or refuses requests per key, and settles them when they end."""
+class MemoryLimiter:
+    """Admits or refuses requests per key, and settles them when they end; all in this process."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
@@ -127,8 +106,12 @@ class Limiter:
         st.quota = quota
         st.period_end = end.timestamp() if end is not None else math.inf
 
-    def admit(self, key: KeyCfg, reserve_tokens: int, reserve_usd: Decimal) -> tuple[Ticket, dict[str, str]]:
+    async def admit(self, key: KeyCfg, reserve_tokens: int, reserve_usd: Decimal) -> tuple[Ticket, dict[str, str]]:
         """Admit one request or raise a 429 naming the limit; returns the ticket and limit headers."""
+        return self.admit_now(key, reserve_tokens, reserve_usd)
+
+    def admit_now(self, key: KeyCfg, reserve_tokens: int, reserve_usd: Decimal) -> tuple[Ticket, dict[str, str]]:
+        """`admit`, synchronously (nothing here waits)."""
         st = self.state(key)
         now = self.clock()
         st.slide(now)
@@ -184,8 +167,12 @@ class Limiter:
                 headers["X-RateLimit-Reset"] = str(math.ceil(reset))
         return headers
 
-    def settle(self, ticket: Ticket, tokens: int, cost: Decimal) -> None:
+    async def settle(self, ticket: Ticket, tokens: int, cost: Decimal) -> None:
         """Replace the ticket's reservation with what the request really used (once)."""
+        self.settle_now(ticket, tokens, cost)
+
+    def settle_now(self, ticket: Ticket, tokens: int, cost: Decimal) -> None:
+        """`settle`, synchronously."""
         if ticket.settled:
             return
         ticket.settled = True
@@ -202,10 +189,10 @@ class Limiter:
         if cost:
             st.used_usd += cost
 
-    def release(self, ticket: Ticket | None) -> None:
+    async def release(self, ticket: Ticket | None) -> None:
         """Free a ticket that will never be settled with usage (safety net, idempotent)."""
         if ticket is not None and not ticket.detached:
-            self.settle(ticket, 0, ZERO_USD)
+            self.settle_now(ticket, 0, ZERO_USD)
 
 
 def _refusal(message: str, code: str, wait_s: float, type_: str = "rate_limit_error") -> ProxyError:

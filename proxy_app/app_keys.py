@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from proxy_app.config import KeyCfg
-from proxy_app.state import ProxyState
+from proxy_app.exchange.state import ProxyState
 from shared.settings import Settings
 
 if TYPE_CHECKING:
-    from proxy_app.ws_chat import WsSession
+    from proxy_app.fronts.ws_chat import WsSession
 
 SETTINGS = web.AppKey("settings", Settings)
 STATE = web.AppKey("state", ProxyState)

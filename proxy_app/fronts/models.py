@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from proxy_app.keys import CLIENT_KEY, STATE
-from proxy_app.routing import allowed_models
+from proxy_app.app_keys import CLIENT_KEY, STATE
+from proxy_app.exchange.routing import allowed_models
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -1,10 +1,11 @@
-"""Choosing the upstream candidates for a requested model and key."""
+"""Choosing the upstream candidates for a requested model, key and client API."""
 
 from __future__ import annotations
 
 import random
 
-from proxy_app.config import KeyCfg, Route, Snapshot
+from proxy_app.backs import adapter_for
+from proxy_app.config import KeyCfg, ProviderCfg, Route, Snapshot
 from proxy_app.errors import ProxyError, echo
 
 LISTED_MODELS = 5
@@ -48,8 +49,13 @@ def _order(routes: tuple[Route, ...]) -> list[Route]:
     return ordered
 
 
-def resolve(snapshot: Snapshot, key: KeyCfg, model: str) -> list[Route]:
-    """Candidates in try order, or 404 (unknown model) / 403 (outside the key's scope)."""
+def serves(provider: ProviderCfg, api: str) -> bool:
+    """Whether a provider can take a request of `api`: natively, or through its adapter's translation."""
+    return api in provider.apis or api in adapter_for(provider.kind).translated_apis
+
+
+def resolve(snapshot: Snapshot, key: KeyCfg, model: str, api: str = "chat") -> list[Route]:
+    """Candidates in try order, or 404 (unknown model, or no provider of it serves `api`) / 403 (scope)."""
     explicit = _explicit(snapshot, model)
     if explicit is not None:
         _, routes = explicit
@@ -68,4 +74,10 @@ def resolve(snapshot: Snapshot, key: KeyCfg, model: str) -> list[Route]:
             403, f"This API key is not allowed to use the model '{echo(model)}'.",
             type="permission_error", code="model_not_allowed", param="model",
         )
-    return _order(permitted)
+    serving = tuple(r for r in permitted if serves(r.provider, api))
+    if not serving:
+        raise ProxyError(
+            404, f"No provider of the model '{echo(model)}' serves the {api} API.",
+            code="model_not_found", param="model",
+        )
+    return _order(serving)

@@ -1,13 +1,12 @@
-"""Server-sent-events framing: split an upstream byte stream into whole events."""
+"""Server-sent-events framing: split a provider's byte stream into whole events."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 
-from proxy_app.upstream_http import UpstreamPayloadError
+from proxy_app.transport.http import UpstreamPayloadError
 
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 DONE = object()  # the `data: [DONE]` sentinel
@@ -24,6 +23,7 @@ def _boundary(buf: bytes | bytearray, start: int) -> tuple[int, int]:
 
 def parse_event(raw: bytes) -> Any:
     """The JSON object in an event's data lines, DONE, or None (comment, non-JSON)."""
+    payload: bytes | None
     if raw.startswith(b"data: ") and raw.find(b"\n", 6) >= len(raw) - 3:
         payload = raw[6:].strip()  # the usual event: one data line
     else:
@@ -38,6 +38,14 @@ def parse_event(raw: bytes) -> Any:
         return None
 
 
+def event_name(raw: bytes) -> str | None:
+    """The `event:` field of an event, if it has one."""
+    for line in raw.splitlines():
+        if line.startswith(b"event:"):
+            return line[6:].strip().decode("utf-8", "replace")
+    return None
+
+
 def _data_payload(raw: bytes) -> bytes | None:
     data: list[bytes] = []
     for line in raw.splitlines():
@@ -49,10 +57,17 @@ def _data_payload(raw: bytes) -> bytes | None:
     return b"\n".join(data).strip()
 
 
-async def iter_event_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
-    """Yield the complete events (each with its trailing blank line) of every read as soon as it has arrived."""
-    buf = bytearray()
-    async for chunk in chunks:
+class SseSplitter:
+    """Complete events (each with its trailing blank line) out of the reads of one body."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The events `chunk` completes, in order."""
+        buf = self._buf
         buf += chunk
         events: list[bytes] = []
         start = 0
@@ -67,14 +82,10 @@ async def iter_event_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list
         elif len(buf) > MAX_EVENT_BYTES:
             # An upstream that never ends its event must not grow our memory without bound.
             raise UpstreamPayloadError(f"SSE event larger than {MAX_EVENT_BYTES} bytes")
-        if events:
-            yield events
-    if buf.strip():
-        yield [bytes(buf) + b"\n\n"]
+        return events
 
-
-async def iter_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Yield each complete event (with its trailing blank line) as soon as it has arrived."""
-    async for events in iter_event_batches(chunks):
-        for event in events:
-            yield event
+    def close(self) -> list[bytes]:
+        """An unterminated last event, as a whole one."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        return [rest + b"\n\n"] if rest.strip() else []

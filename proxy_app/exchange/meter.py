@@ -1,4 +1,4 @@
-"""What one exchange delivered: reply pieces, upstream usage, timings.
+"""What one exchange delivered: reply pieces (in the hub format), upstream usage, timings.
 
 Fed chunk by chunk for streams or once for JSON replies; turned into token
 counts (upstream's figures when it sent them, tiktoken's otherwise).
@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.tokens import TokenCounter
+from proxy_app.exchange.api import Api
+from proxy_app.exchange.tokens import TokenCounter
+from proxy_app.hub import TokenUsage
 
 
 @dataclass(slots=True)
@@ -38,6 +40,8 @@ class Usage:
     completion_tokens: int
     total_tokens: int
     source: str  # "upstream" or "estimated"
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 class Meter:
@@ -50,15 +54,9 @@ class Meter:
         self.reasoning: list[str] = []
         self.tool_calls: dict[int, ToolCallParts] = {}
         self.finish_reason: str | None = None
-        self.upstream_usage: dict[str, Any] | None = None
+        self.upstream_usage: TokenUsage | None = None
         self.ttft_ms: float | None = None
         self.role = "assistant"
-
-    def take_usage(self, obj: dict[str, Any]) -> None:
-        """Remember an upstream `usage` object if `obj` carries one."""
-        usage = obj.get("usage")
-        if isinstance(usage, dict) and usage:
-            self.upstream_usage = usage
 
     def add_chunk(self, obj: dict[str, Any]) -> list[str]:
         """Record a delivered stream chunk; returns its content pieces (for the WebSocket)."""
@@ -104,7 +102,6 @@ class Meter:
 
     def add_completion(self, obj: dict[str, Any]) -> None:
         """Record a whole (non-stream) chat completion."""
-        self.take_usage(obj)
         choices = obj.get("choices")
         if not isinstance(choices, list):
             return
@@ -125,6 +122,10 @@ class Meter:
                             self._add_tool_fragments([{**call, "index": n * 1000 + i}])
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
+
+    def content_chars(self) -> int:
+        """Characters of reply content so far (to decide whether counting may run on the loop)."""
+        return sum(len(c) for c in self.content)
 
     def reply_text(self) -> str:
         """The delivered reply content, re-assembled."""
@@ -147,16 +148,14 @@ class Meter:
             message["tool_calls"] = [self.tool_calls[i].as_dict() for i in sorted(self.tool_calls)]
         return message
 
-    def usage(self, counter: TokenCounter, messages: Any, model: str, delivered_any: bool = True) -> Usage:
+    def usage(self, counter: TokenCounter, api: Api, body: dict[str, Any], model: str,
+              delivered_any: bool = True) -> Usage:
         """Upstream's usage when reported, else tiktoken's count of prompt and delivered reply."""
         up = self.upstream_usage
-        if up is not None and isinstance(up.get("prompt_tokens"), int):
-            prompt = int(up.get("prompt_tokens") or 0)
-            completion = int(up.get("completion_tokens") or 0)
-            total = int(up.get("total_tokens") or prompt + completion)
-            return Usage(prompt, completion, total, "upstream")
+        if up is not None:
+            return Usage(up.prompt, up.completion, up.total, "upstream", up.cached, up.reasoning)
         if not delivered_any:
             return Usage(0, 0, 0, "estimated")
-        prompt = counter.count_messages(messages, model)
+        prompt = api.count_prompt(counter, body, model)
         completion = counter.count_text(self.completion_text(), model)
         return Usage(prompt, completion, prompt + completion, "estimated")

@@ -1,0 +1,13 @@
+"""Backs: one adapter per provider kind, chosen by the provider's `kind`."""
+
+from __future__ import annotations
+
+from proxy_app.backs.base import Adapter
+from proxy_app.backs.openai import OpenAIAdapter
+
+ADAPTERS: dict[str, Adapter] = {adapter.kind: adapter for adapter in (OpenAIAdapter(),)}
+
+
+def adapter_for(kind: str) -> Adapter:
+    """The adapter of a provider kind (an unknown kind, which the admin never stores, is OpenAI's)."""
+    return ADAPTERS.get(kind) or ADAPTERS["openai"]

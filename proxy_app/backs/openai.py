@@ -1,0 +1,113 @@
+"""The `openai` provider kind: any OpenAI-compatible API (OpenAI, DeepSeek, OpenRouter, vLLM, Ollama, …).
+
+Its wire format is the hub format, so replies and stream events pass through as
+they came; the adapter only addresses the request (base URL + the API's path,
+Bearer auth) and reads usage and errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from proxy_app.backs.base import UpstreamCall, UpstreamFault
+from proxy_app.backs.sse import DONE, SseSplitter, parse_event
+from proxy_app.config import ProviderCfg
+from proxy_app.errors import upstream_error_body
+from proxy_app.hub import Piece, TokenUsage
+
+PATHS = {
+    "chat": "/chat/completions",
+    "responses": "/responses",
+    "embeddings": "/embeddings",
+    "completions": "/completions",
+}
+
+
+class OpenAIStream:
+    """SSE events of an OpenAI-compatible stream, each parsed once."""
+
+    __slots__ = ("_splitter",)
+
+    def __init__(self) -> None:
+        self._splitter = SseSplitter()
+
+    def feed(self, data: bytes) -> list[Piece]:
+        """The pieces of one read."""
+        return [_piece(raw) for raw in self._splitter.feed(data)]
+
+    def close(self) -> list[Piece]:
+        """An unterminated last event."""
+        return [_piece(raw) for raw in self._splitter.close()]
+
+
+def _piece(raw: bytes) -> Piece:
+    obj = parse_event(raw)
+    if obj is DONE:
+        return Piece(None, raw, True)
+    return Piece(obj if isinstance(obj, dict) else None, raw)
+
+
+class OpenAIAdapter:
+    """OpenAI-compatible upstreams."""
+
+    kind = "openai"
+    native_apis = frozenset(PATHS)
+    translated_apis: frozenset[str] = frozenset()
+
+    def build(self, provider: ProviderCfg, api: str, body: dict[str, Any], upstream_model: str,
+              stream: bool) -> UpstreamCall:
+        """POST {base_url}/{the API's path} with the body as the client sent it, but for `model`."""
+        headers = {"Content-Type": "application/json",
+                   "Accept": "text/event-stream" if stream else "application/json"}
+        if provider.server_key:
+            headers["Authorization"] = f"Bearer {provider.server_key}"
+        return UpstreamCall("POST", provider.base_url + PATHS[api], headers,
+                            orjson.dumps({**body, "model": upstream_model}))
+
+    def decode_reply(self, api: str, raw: bytes) -> dict[str, Any] | None:
+        """The reply object (it is already in the hub format)."""
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+        return parsed if isinstance(parsed, dict) else None
+
+    def stream_decoder(self, api: str) -> OpenAIStream:
+        """SSE, `data: [DONE]` at the end."""
+        return OpenAIStream()
+
+    def usage(self, obj: dict[str, Any]) -> TokenUsage | None:
+        """`usage` with prompt/completion/total and the cached and reasoning details."""
+        usage = obj.get("usage")
+        if not isinstance(usage, dict) or not isinstance(usage.get("prompt_tokens"), int):
+            return None
+        prompt = usage["prompt_tokens"]
+        completion = _int(usage.get("completion_tokens"))
+        total = _int(usage.get("total_tokens")) or prompt + completion
+        cached = _int(_detail(usage, "prompt_tokens_details", "cached_tokens"))
+        reasoning = _int(_detail(usage, "completion_tokens_details", "reasoning_tokens"))
+        return TokenUsage(prompt, completion, total, min(cached, prompt), reasoning)
+
+    def fault(self, obj: dict[str, Any]) -> UpstreamFault | None:
+        """An `{"error": {...}}` object where a reply or chunk should be."""
+        error = obj.get("error")
+        if not isinstance(error, dict):
+            return None
+        message = error.get("message")
+        code = error.get("code") or error.get("type") or "upstream_error"
+        return UpstreamFault(502, str(message or "The upstream failed mid-stream."), str(code))
+
+    def error_body(self, status: int, raw: bytes, provider: ProviderCfg) -> bytes:
+        """The upstream's own error body when it is OpenAI-shaped (key copies masked)."""
+        return upstream_error_body(status, raw, provider.name, provider.server_key)
+
+
+def _detail(usage: dict[str, Any], group: str, name: str) -> Any:
+    details = usage.get(group)
+    return details.get(name) if isinstance(details, dict) else None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
