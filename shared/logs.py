@@ -7,10 +7,10 @@ import collections
 import logging
 import logging.handlers
 import sys
-import threading
 import time
 from typing import Any
 
+from shared.background import BackgroundThread
 from shared.settings import Settings
 
 LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
@@ -38,9 +38,8 @@ class BatchingHandler(logging.Handler):
         super().__init__()
         self._targets = targets
         self._lines: collections.deque[str] = collections.deque()
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._closed = False
+        self._thread = BackgroundThread("log-writer", self._run)
         self._thread.start()
 
     def handle(self, record: logging.LogRecord) -> bool:
@@ -54,7 +53,7 @@ class BatchingHandler(logging.Handler):
             return False
         self._lines.append(line)
         if record.levelno >= logging.WARNING or len(self._lines) >= BATCH_WAKE_AT:
-            self._wake.set()
+            self._thread.wake()
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -68,9 +67,8 @@ class BatchingHandler(logging.Handler):
     def _run(self) -> None:
         # Normal priority, unlike the usage writer: its batches are a join and two writes, and at
         # idle priority a proxy that never rests would hold every line in memory.
-        while not self._stopping:
-            self._wake.wait(BATCH_INTERVAL_S)
-            self._wake.clear()
+        while not self._thread.stopping:
+            self._thread.wait(BATCH_INTERVAL_S)
             self._write()
         self._write()
 
@@ -98,10 +96,9 @@ class BatchingHandler(logging.Handler):
         global _batching
         if _batching is self:
             _batching = None
-        if not self._stopping:
-            self._stopping = True
-            self._wake.set()
-            self._thread.join(5.0)
+        if not self._closed:
+            self._closed = True
+            self._thread.stop(5.0)
             for target in self._targets:
                 target.close()
         super().close()

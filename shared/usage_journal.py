@@ -41,6 +41,7 @@ from sqlalchemy import Engine, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from shared.background import BackgroundThread
 from shared.models import ApiKey, UsageRecord
 
 log = logging.getLogger("nexusai.usage")
@@ -270,11 +271,10 @@ class UsageRecorder:
         self._interval = flush_interval_s
         self._batch_size = batch_size
         self._segment_bytes = segment_bytes
-        self._thread = threading.Thread(target=self._run, name="usage-recorder", daemon=True)
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
+        self._thread = BackgroundThread("usage-recorder", self._run)
         self._stop_deadline = float("inf")
-        self._inserter = _Inserter(engine, root, self._stopping, lambda: self._stop_deadline)
+        self._inserter = _Inserter(engine, root, lambda: self._thread.stopping, self._thread.sleep,
+                                   lambda: self._stop_deadline)
         self._cond = threading.Condition()
         self._lock_fd: int | None = None
         self._fd = -1
@@ -330,8 +330,7 @@ class UsageRecorder:
         self._appended = (self._segment, self._segment_size)
         if self._segment_size >= self._segment_bytes:
             self._rotate()
-        if not self._wake.is_set():
-            self._wake.set()
+        self._thread.wake()
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until every row submitted so far is in the database, or journaled for another process."""
@@ -344,10 +343,7 @@ class UsageRecorder:
     def stop(self, timeout: float = 30.0) -> int:
         """Record what the database will take within `timeout`, stop; returns the rows left journaled."""
         self._stop_deadline = time.monotonic() + timeout
-        self._stopping.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout + 1.0)
+        self._thread.stop(timeout + 1.0)
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -379,46 +375,43 @@ class UsageRecorder:
                       os.strerror(exc.errno or 0) or type(exc).__name__)
         with self._cond:
             self._overflow.append(dict(record))
-        self._wake.set()
+        self._thread.wake()
 
     # --- the recorder thread -------------------------------------------------
 
     def _run(self) -> None:
-        try:
-            if not self.record_journal:
-                self._run_overflow_only()
+        thread = self._thread
+        if not self.record_journal:
+            self._run_overflow_only()
+            return
+        self._adopt_orphans()
+        assert self._cursor is not None
+        while True:
+            if thread.stopping and time.monotonic() >= self._stop_deadline:
                 return
-            self._adopt_orphans()
-            assert self._cursor is not None
-            while True:
-                if self._stopping.is_set() and time.monotonic() >= self._stop_deadline:
+            self._record_overflow()
+            rows, bad, position = self._cursor.read(self._batch_size)
+            if not rows and not bad and position == self._cursor.position:
+                if thread.stopping:
                     return
-                self._wake.clear()
-                self._record_overflow()
-                rows, bad, position = self._cursor.read(self._batch_size)
-                if not rows and not bad and position == self._cursor.position:
-                    if self._stopping.is_set():
-                        return
-                    self._wake.wait(self._interval)
-                    continue
-                linger = self._interval - (time.monotonic() - self._last_write)
-                if len(rows) < self._batch_size and linger > 0 and not self._stopping.is_set():
-                    # Under steady traffic, at most one transaction per interval (a commit per row
-                    # cost more than the request); after a quiet interval, rows go out at once.
-                    self._stopping.wait(linger)
-                    more, more_bad, position = self._cursor.read(self._batch_size - len(rows))
-                    rows += more
-                    bad += more_bad
-                if not self._record(self._cursor, rows, bad, position):
-                    return  # stopping while the database is away: the rest stays journaled
-        except Exception:  # noqa: BLE001 - a dead recorder must be loud; rows stay in the journal
-            log.exception("usage recorder stopped unexpectedly; rows stay in the journal")
+                thread.wait(self._interval)
+                continue
+            linger = self._interval - (time.monotonic() - self._last_write)
+            if len(rows) < self._batch_size and linger > 0 and not thread.stopping:
+                # Under steady traffic, at most one transaction per interval (a commit per row
+                # cost more than the request); after a quiet interval, rows go out at once.
+                thread.sleep(linger)
+                more, more_bad, position = self._cursor.read(self._batch_size - len(rows))
+                rows += more
+                bad += more_bad
+            if not self._record(self._cursor, rows, bad, position):
+                return  # stopping while the database is away: the rest stays journaled
 
     def _run_overflow_only(self) -> None:
-        while not (self._stopping.is_set() and (not self._overflow or time.monotonic() >= self._stop_deadline)):
-            self._wake.clear()
+        thread = self._thread
+        while not (thread.stopping and (not self._overflow or time.monotonic() >= self._stop_deadline)):
             self._record_overflow()
-            self._wake.wait(self._interval)
+            thread.wait(self._interval)
 
     def _adopt_orphans(self) -> None:
         """Record what slots no live process holds left behind (a crashed worker's), then let them go."""
@@ -482,7 +475,8 @@ class JournalRecorder:
         self._batch_size = batch_size
         self._stopping = threading.Event()
         self._stop_deadline = float("inf")
-        self._inserter = _Inserter(engine, root, self._stopping, lambda: self._stop_deadline)
+        self._inserter = _Inserter(engine, root, self._stopping.is_set, self._stopping.wait,
+                                   lambda: self._stop_deadline)
         self._cursors: dict[Path, _Cursor] = {}
         self._lock_fd: int | None = None
         self.written = 0
@@ -568,10 +562,12 @@ class JournalRecorder:
 class _Inserter:
     """Writes journaled rows into the database: outages retried, rows it refuses set aside."""
 
-    def __init__(self, engine: Engine, root: Path, stopping: threading.Event, deadline: Callable[[], float]) -> None:
+    def __init__(self, engine: Engine, root: Path, stopping: Callable[[], bool], sleep: Callable[[float], object],
+                 deadline: Callable[[], float]) -> None:
         self._engine = engine
         self._root = root
         self._stopping = stopping
+        self._sleep = sleep  # cut short by a stop request
         self._deadline = deadline
 
     def record(self, rows: list[Record], bad: list[bytes]) -> bool:
@@ -598,9 +594,12 @@ class _Inserter:
                 if attempts == 1 or attempts % 20 == 0:
                     log.error("usage write of %d rows failed (attempt %d): %s; retrying, rows stay journaled",
                               len(rows), attempts, type(exc).__name__)
-            if self._stopping.is_set() and time.monotonic() + delay >= self._deadline():
+            if self._stopping() and time.monotonic() + delay >= self._deadline():
                 return False
-            self._stopping.wait(delay) if not self._stopping.is_set() else time.sleep(delay)
+            if self._stopping():
+                time.sleep(delay)  # stopping, with time left: keep trying within the deadline
+            else:
+                self._sleep(delay)
             delay = min(delay * 2, 5.0)
 
     def _write(self, rows: list[Record]) -> None:

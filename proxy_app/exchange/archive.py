@@ -1,13 +1,13 @@
 """Message archive: one JSON line per exchange under messages/YYYY-MM-DD/<conversation>.jsonl.
 
-Writes happen on a dedicated thread; callers only enqueue. Entries never hold a
+Writes happen on a background thread; callers only append to its buffer. Entries never hold a
 client or server key: callers pass only what is listed in SPEC.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import re
 import threading
 from datetime import datetime, timezone
@@ -16,10 +16,11 @@ from typing import Any
 
 import orjson
 
+from shared.background import BackgroundThread
+
 log = logging.getLogger("nexusai.archive")
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
-_STOP = object()
 
 
 def archive_path(root: Path, conversation_id: str, when: datetime) -> Path:
@@ -34,8 +35,8 @@ class ArchiveWriter:
 
     def __init__(self, root: Path) -> None:
         self._root = root
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="archive-writer", daemon=True)
+        self._entries: collections.deque[dict[str, Any]] = collections.deque()
+        self._thread = BackgroundThread("archive-writer", self._run)
         self._pending = 0
         self._cond = threading.Condition()
 
@@ -47,7 +48,8 @@ class ArchiveWriter:
         """Queue one archive entry (must contain conversation_id and created_at)."""
         with self._cond:
             self._pending += 1
-        self._queue.put(entry)
+        self._entries.append(entry)
+        self._thread.wake()
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until every queued entry is on disk."""
@@ -56,21 +58,23 @@ class ArchiveWriter:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Write what is queued, then stop."""
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
+        self._thread.stop(timeout)
 
     def _run(self) -> None:
+        entries = self._entries
         while True:
-            entry = self._queue.get()
-            if entry is _STOP:
+            while entries:
+                entry = entries.popleft()
+                try:
+                    self._write(entry)
+                except Exception:  # noqa: BLE001 - the archive must never take the proxy down
+                    log.exception("archive write failed")
+                with self._cond:
+                    self._pending -= 1
+                    self._cond.notify_all()
+            if self._thread.stopping:
                 return
-            try:
-                self._write(entry)
-            except Exception:  # noqa: BLE001 - the archive must never take the proxy down
-                log.exception("archive write failed")
-            with self._cond:
-                self._pending -= 1
-                self._cond.notify_all()
+            self._thread.wait(1.0)
 
     def _write(self, entry: dict[str, Any]) -> None:
         when = entry.get("created_at")

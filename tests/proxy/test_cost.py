@@ -111,3 +111,24 @@ def test_price_changes_do_not_rewrite_recorded_costs(gateway: Gateway) -> None:
     rows = gateway.wait_rows(2)
     assert rows[0].request_id == first.request_id and rows[0].cost_usd == request_cost(17, 7, *MINI)
     assert rows[-1].cost_usd == new_cost
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_cached_prompt_tokens_are_priced_at_the_cached_input_price(gateway: Gateway, stream: bool) -> None:
+    with Session(gateway.engine) as s, s.begin():
+        s.execute(update(ProviderModel).where(ProviderModel.model_name == "gpt-4o-mini")
+                  .values(cached_input_price=Decimal("0.075")))
+        bump_config_version(s)
+    time.sleep(1.2)  # the next snapshot has the price
+    gateway.upstream.default = Scenario(prompt_tokens=1000, completion_tokens=50, cached_tokens=800,
+                                        reasoning_tokens=20)
+    r = post(gateway, stream=stream)
+    assert r.status_code == 200
+    r.content  # noqa: B018 - read to the end
+    (row,) = gateway.wait_rows(1)
+    assert (row.prompt_tokens, row.cached_tokens, row.completion_tokens, row.reasoning_tokens) == (1000, 800, 50, 20)
+    # 200 uncached at 0.15, 800 cached at 0.075, 50 out at 0.60 (USD per 1M tokens).
+    expected = (200 * Decimal("0.15") + 800 * Decimal("0.075") + 50 * Decimal("0.60")) / 1_000_000
+    assert row.cost_usd == expected
+    assert request_cost(1000, 50, *MINI, cached_tokens=800, cached_price=Decimal("0.075")) == expected
+    assert request_cost(1000, 50, *MINI, cached_tokens=800) == request_cost(1000, 50, *MINI)  # no cached price

@@ -29,6 +29,8 @@ class Scenario:
     report_usage: bool = True
     prompt_tokens: int = 17
     completion_tokens: int | None = None  # default: number of chunks
+    cached_tokens: int = 0  # of prompt_tokens, reported in prompt_tokens_details
+    reasoning_tokens: int = 0  # of completion_tokens, reported in completion_tokens_details
     delay_s: float = 0.0  # before the response headers
     first_chunk_pause_s: float = 0.0  # after the first content chunk
     chunk_delay_s: float = 0.0  # between the other chunks
@@ -132,8 +134,12 @@ class FakeUpstream:
             return web.json_response(payload, status=sc.status)
         pieces = sc.pieces()
         completion = sc.completion_tokens if sc.completion_tokens is not None else len(pieces)
-        usage = {"prompt_tokens": sc.prompt_tokens, "completion_tokens": completion,
-                 "total_tokens": sc.prompt_tokens + completion}
+        usage: dict[str, Any] = {"prompt_tokens": sc.prompt_tokens, "completion_tokens": completion,
+                                 "total_tokens": sc.prompt_tokens + completion}
+        if sc.cached_tokens:  # as OpenAI reports prompt caching and reasoning
+            usage["prompt_tokens_details"] = {"cached_tokens": sc.cached_tokens, "audio_tokens": 0}
+        if sc.reasoning_tokens:
+            usage["completion_tokens_details"] = {"reasoning_tokens": sc.reasoning_tokens, "audio_tokens": 0}
         created = int(time.time())
         cid = "chatcmpl-fake"
         if not body.get("stream"):
