@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -283,7 +283,8 @@ class ProxyProcess:
     """
 
     def __init__(self, workdir: Path, database_url: str, *, env: dict[str, str] | None = None,
-                 cpu: int | None = None, as_child: bool = False) -> None:
+                 cpu: int | None = None, as_child: bool = False, wrapper: Sequence[str] = (),
+                 start_timeout_s: float = START_TIMEOUT_S) -> None:
         self.port = free_port()
         self.workdir = workdir
         self.log_dir = workdir / "logs"
@@ -291,14 +292,14 @@ class ProxyProcess:
         full_env = _server_env(workdir, database_url, self.port, env, as_child)
         with open(workdir / f"proxy-{self.port}.stdout", "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, str(REPO_ROOT / "run.py"), "proxy"], cwd=REPO_ROOT, env=full_env,
+                [*wrapper, sys.executable, str(REPO_ROOT / "run.py"), "proxy"], cwd=REPO_ROOT, env=full_env,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=err, preexec_fn=_preexec(cpu),
             )
         self.pid = self.proc.pid
-        self._wait_healthy()
+        self._wait_healthy(start_timeout_s)
 
-    def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
+    def _wait_healthy(self, start_timeout_s: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + start_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"proxy exited {self.proc.returncode}: {self.stderr_path.read_text()[-3000:]}")

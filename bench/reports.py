@@ -39,8 +39,8 @@ if __package__ in (None, ""):  # `python bench/reports.py`
 from alembic import command
 from flask.testing import FlaskClient
 
+from proxy_app.exchange.pricing import request_cost
 from shared.migrate import alembic_config
-from shared.pricing import request_cost
 from shared.settings import Settings
 
 MODELS = {  # model -> (provider, input price, output price), USD per 1M tokens

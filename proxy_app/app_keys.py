@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from aiohttp import web
 
@@ -10,12 +10,10 @@ from proxy_app.config import KeyCfg
 from proxy_app.exchange.state import ProxyState
 from shared.settings import Settings
 
-if TYPE_CHECKING:
-    from proxy_app.fronts.ws_chat import WsSession
-
 SETTINGS = web.AppKey("settings", Settings)
 STATE = web.AppKey("state", ProxyState)
 # Live /ws/chat sockets, closed (after their usage is flushed) on shutdown.
-WS_SESSIONS: web.AppKey[set[WsSession]] = web.AppKey("ws_sessions")
+# (Of fronts.ws_chat.WsSession, which is not named here: app keys sit below every front.)
+WS_SESSIONS: web.AppKey[set[Any]] = web.AppKey("ws_sessions")
 
 CLIENT_KEY = web.RequestKey("client_key", KeyCfg)

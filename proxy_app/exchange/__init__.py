@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy_app.exchange.recording import Outcome, Sink
+from proxy_app.exchange.outcome import Outcome, Sink
 from proxy_app.exchange.runner import (
     CLIENT_CLOSED,
     ClientGone,

@@ -1,4 +1,4 @@
-"""Where a finished exchange is recorded: the outcome, and the sinks that each keep a part of it.
+"""The outcome sinks: each keeps one part of every finished exchange.
 
 The runner hands every outcome to each sink once, in order: the usage row first (it is
 what must never be lost), then the limiter's settlement, the archive line and the
@@ -8,40 +8,14 @@ access-log line. A metrics sink joins the same list.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from decimal import Decimal
-from typing import TYPE_CHECKING, Protocol
 
 from proxy_app.exchange.archive import ArchiveWriter
-from proxy_app.exchange.meter import Usage
+from proxy_app.exchange.outcome import Outcome
 from proxy_app.governance import Limiter
 from shared.logs import log_info_line
 from shared.usage_journal import UsageRecorder
 
-if TYPE_CHECKING:
-    from proxy_app.exchange.runner import Exchange
-
 access_log = logging.getLogger("nexusai.proxy.access")
-
-
-@dataclass(slots=True)
-class Outcome:
-    """How one exchange ended, as recorded."""
-
-    exchange: Exchange
-    status: int
-    error_type: str | None
-    usage: Usage
-    cost_usd: Decimal
-    latency_ms: float
-
-
-class Sink(Protocol):
-    """Keeps one part of every outcome."""
-
-    async def record(self, outcome: Outcome) -> None:
-        """Take one outcome (called once per exchange; must not block the loop)."""
-        ...
 
 
 class UsageRowSink:

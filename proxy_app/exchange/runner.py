@@ -34,13 +34,13 @@ from proxy_app.config import KeyCfg, Route
 from proxy_app.errors import ProxyError, bad_request, stream_failure, upstream_timeout, upstream_unreachable
 from proxy_app.exchange.api import OFFLOAD_COUNT_CHARS, Api
 from proxy_app.exchange.meter import Meter, Usage
-from proxy_app.exchange.recording import Outcome, Sink
+from proxy_app.exchange.outcome import Outcome, Sink
+from proxy_app.exchange.pricing import ZERO, request_cost
 from proxy_app.exchange.routing import resolve
 from proxy_app.exchange.state import ProxyState
 from proxy_app.governance import Ticket, is_limited, needs_reservation
 from proxy_app.hub import Piece
 from proxy_app.transport.http import UpstreamConnectTimeout, UpstreamHTTPError, UpstreamResponse
-from shared.pricing import ZERO, request_cost
 
 log = logging.getLogger("nexusai.proxy.upstream")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from proxy_app.config import ConfigStore
 from proxy_app.exchange.archive import ArchiveWriter
-from proxy_app.exchange.recording import Sink
+from proxy_app.exchange.outcome import Sink
 from proxy_app.exchange.tokens import TokenCounter
 from proxy_app.governance import Limiter
 from proxy_app.transport.http import UpstreamClient

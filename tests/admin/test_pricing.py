@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from admin_app.price_list import PRICES, list_price
+from proxy_app.exchange.pricing import request_cost
 from shared.db import make_engine
 from shared.models import UsageRecord
-from shared.pricing import request_cost
 from shared.settings import Settings
 from tests.admin.conftest import SEED_PROVIDER, AdminClient
 

@@ -25,10 +25,10 @@ from alembic import command
 from sqlalchemy import MetaData, Table, delete, func, insert, inspect, select, update
 from sqlalchemy.orm import Session
 
+from proxy_app.exchange.pricing import request_cost
 from shared.db import make_engine
 from shared.migrate import alembic_config, upgrade_database
 from shared.models import UsageRecord, UsageRollup, UsageRollupDaily
-from shared.pricing import request_cost
 from shared.settings import Settings
 from tests.admin.conftest import AdminClient, assert_error
 

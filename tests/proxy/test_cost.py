@@ -18,9 +18,9 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 from websockets.asyncio.client import connect
 
+from proxy_app.exchange.pricing import request_cost
 from shared.db import bump_config_version
 from shared.models import ProviderModel
-from shared.pricing import request_cost
 from tests.proxy.conftest import Gateway
 from tests.support.fake_upstream import Scenario
 from tests.support.raw_client import stream_until

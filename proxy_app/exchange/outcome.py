@@ -1,0 +1,66 @@
+"""How an exchange ended, and the sink interface that records it.
+
+Sinks read the finished exchange through `Recorded`, the part of an exchange a record
+needs, so the sinks never depend on the runner (nor the runner on them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from proxy_app.config import KeyCfg, Route
+from proxy_app.exchange.api import Api
+from proxy_app.exchange.meter import Meter, Usage
+from proxy_app.governance import Ticket
+
+
+class Recorded(Protocol):
+    """What a sink may read of a finished exchange."""
+
+    @property
+    def request_id(self) -> str: ...
+    @property
+    def conversation_id(self) -> str: ...
+    @property
+    def transport(self) -> str: ...
+    @property
+    def api(self) -> Api: ...
+    @property
+    def key(self) -> KeyCfg: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def route(self) -> Route: ...
+    @property
+    def stream(self) -> bool: ...
+    @property
+    def meter(self) -> Meter: ...
+    @property
+    def ticket(self) -> Ticket | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def client_body(self) -> dict[str, Any]: ...
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How one exchange ended, as recorded."""
+
+    exchange: Recorded
+    status: int
+    error_type: str | None
+    usage: Usage
+    cost_usd: Decimal
+    latency_ms: float
+
+
+class Sink(Protocol):
+    """Keeps one part of every outcome."""
+
+    async def record(self, outcome: Outcome) -> None:
+        """Take one outcome (called once per exchange; must not block the loop)."""
+        ...
