@@ -19,7 +19,7 @@ class Piece:
     done: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TokenUsage:
     """Token figures an upstream reported for one exchange."""
 

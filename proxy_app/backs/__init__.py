@@ -9,5 +9,5 @@ ADAPTERS: dict[str, Adapter] = {adapter.kind: adapter for adapter in (OpenAIAdap
 
 
 def adapter_for(kind: str) -> Adapter:
-    """The adapter of a provider kind (an unknown kind, which the admin never stores, is OpenAI's)."""
-    return ADAPTERS.get(kind) or ADAPTERS["openai"]
+    """The adapter of a provider kind (the snapshot holds only providers of known kinds)."""
+    return ADAPTERS[kind]

@@ -17,7 +17,7 @@ from proxy_app.hub import Piece, TokenUsage
 __all__ = ["Adapter", "Piece", "StreamDecoder", "TokenUsage", "UpstreamCall", "UpstreamFault"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UpstreamCall:
     """One HTTP request to a provider, ready for the transport."""
 

@@ -6,6 +6,7 @@ needs, so the sinks never depend on the runner (nor the runner on them).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -61,6 +62,10 @@ class Outcome:
 class Sink(Protocol):
     """Keeps one part of every outcome."""
 
-    async def record(self, outcome: Outcome) -> None:
-        """Take one outcome (called once per exchange; must not block the loop)."""
+    def record(self, outcome: Outcome) -> Awaitable[None] | None:
+        """Take one outcome, once per exchange, without blocking the loop.
+
+        A sink with I/O to wait for (a Redis settlement, say) returns it as an awaitable and
+        the runner awaits it; the others return None and cost no coroutine per request.
+        """
         ...

@@ -8,6 +8,7 @@ access-log line. A metrics sink joins the same list.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 
 from proxy_app.exchange.archive import ArchiveWriter
 from proxy_app.exchange.outcome import Outcome
@@ -24,7 +25,7 @@ class UsageRowSink:
     def __init__(self, journal: UsageRecorder) -> None:
         self._journal = journal
 
-    async def record(self, outcome: Outcome) -> None:
+    def record(self, outcome: Outcome) -> None:
         """Journal the row: one write() to the kernel."""
         ex = outcome.exchange
         route = ex.route
@@ -62,11 +63,12 @@ class SettlementSink:
     def __init__(self, limiter: Limiter) -> None:
         self._limiter = limiter
 
-    async def record(self, outcome: Outcome) -> None:
-        """Settle the exchange's ticket, if it was admitted with one."""
+    def record(self, outcome: Outcome) -> Awaitable[None] | None:
+        """Settle the exchange's ticket, if it was admitted with one (the limiter's call, awaited)."""
         ticket = outcome.exchange.ticket
-        if ticket is not None:
-            await self._limiter.settle(ticket, outcome.usage.total_tokens, outcome.cost_usd)
+        if ticket is None:
+            return None
+        return self._limiter.settle(ticket, outcome.usage.total_tokens, outcome.cost_usd)
 
 
 class ArchiveSink:
@@ -76,7 +78,7 @@ class ArchiveSink:
         self._archive = archive
         self._default = archive_by_default
 
-    async def record(self, outcome: Outcome) -> None:
+    def record(self, outcome: Outcome) -> None:
         """Queue the exchange's archive entry (written on the archive's thread)."""
         ex = outcome.exchange
         wanted = ex.key.archive_messages if ex.key.archive_messages is not None else self._default
@@ -116,7 +118,7 @@ class ArchiveSink:
 class AccessLogSink:
     """One access-log line per exchange (the key as its hint only)."""
 
-    async def record(self, outcome: Outcome) -> None:
+    def record(self, outcome: Outcome) -> None:
         """Write the line through the proxy's batching log handler."""
         ex, usage = outcome.exchange, outcome.usage
         log_info_line(

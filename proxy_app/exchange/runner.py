@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Protocol
 
-from proxy_app.backs import adapter_for
+from proxy_app.backs import ADAPTERS
 from proxy_app.backs.base import Adapter
 from proxy_app.config import KeyCfg, Route
 from proxy_app.errors import ProxyError, bad_request, stream_failure, upstream_timeout, upstream_unreachable
@@ -179,6 +179,12 @@ def _reservation(state: ProxyState, api: Api, key: KeyCfg, body: dict[str, Any],
 class Exchange:
     """One client request on its way through the gateway."""
 
+    __slots__ = (
+        "state", "api", "key", "model", "client_body", "body", "stream", "conversation_id", "transport", "routes",
+        "started", "request_id", "created_at", "ticket", "limit_headers", "route", "adapter", "meter", "attempts",
+        "delivered", "complete", "_upstream", "_stop", "_recording", "_outcome", "_waiters",
+    )
+
     def __init__(self, state: ProxyState, api: Api, key: KeyCfg, model: str, body: dict[str, Any], stream: bool,
                  conversation_id: str, transport: str, routes: list[Route], started: float) -> None:
         self.state = state
@@ -197,7 +203,7 @@ class Exchange:
         self.ticket: Ticket | None = None
         self.limit_headers: dict[str, str] | None = None
         self.route: Route = routes[0]
-        self.adapter: Adapter = adapter_for(self.route.provider.kind)
+        self.adapter: Adapter = ADAPTERS[self.route.provider.kind]
         self.meter = Meter()
         self.attempts = 0
         self.delivered = False  # the client has been sent part of the reply
@@ -287,7 +293,7 @@ class Exchange:
             is_last = attempt == len(candidates)
             self.route, self.attempts = route, attempt
             provider = route.provider
-            self.adapter = adapter = adapter_for(provider.kind)
+            self.adapter = adapter = ADAPTERS[provider.kind]
             call = adapter.build(provider, self.api.name, self.body, route.upstream_name, self.stream)
             try:
                 response = await state.upstream.request(
@@ -470,7 +476,9 @@ class Exchange:
         sinks = self.state.sinks
         for index, sink in enumerate(sinks):
             try:
-                await sink.record(outcome)
+                pending = sink.record(outcome)
+                if pending is not None:
+                    await pending
             except asyncio.CancelledError:
                 # Cancelled while a sink waited on I/O: the others still get their record.
                 self._spawn(_run_sinks(outcome, sinks[index + 1:]))
@@ -490,7 +498,9 @@ class Exchange:
 async def _run_sinks(outcome: Outcome, sinks: Sequence[Sink]) -> None:
     for sink in sinks:
         try:
-            await sink.record(outcome)
+            pending = sink.record(outcome)
+            if pending is not None:
+                await pending
         except Exception:  # noqa: BLE001
             log.exception("outcome sink %s failed for request %s", type(sink).__name__, outcome.exchange.request_id)
 

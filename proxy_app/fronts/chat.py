@@ -94,6 +94,8 @@ def cost_header(outcome: Outcome) -> str:
 class ChatRenderer:
     """Chat Completions on HTTP: one JSON response, or an SSE stream."""
 
+    __slots__ = ("request", "wants_usage", "response", "_stream")
+
     def __init__(self, request: web.Request, client_wants_usage: bool) -> None:
         self.request = request
         self.wants_usage = client_wants_usage

@@ -69,14 +69,18 @@ class _Connection(asyncio.Protocol):
         self.last_data = 0.0
         self.head_only = False  # CONNECT: a head, then the tunnel
         self.response_to_head = False  # HEAD: the head announces a body that never comes
+        self.parser = httptools.HttpResponseParser(self)
+        self.parsed_whole = True  # llhttp saw the last response to its end: it is ready for the next
         self._reset()
 
     def _reset(self) -> None:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        # A parser per response: one that ended early (HEAD, CONNECT) cannot misread the next.
-        self.parser = httptools.HttpResponseParser(self)
+        if not self.parsed_whole:
+            # A response that ended early for llhttp (HEAD, CONNECT, an error) leaves it mid-message.
+            self.parser = httptools.HttpResponseParser(self)
+            self.parsed_whole = True
         self.header_list: list[tuple[bytes, bytes]] = []
         self.head_bytes = 0
         self.reason = b""
@@ -204,11 +208,13 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         """The end of the response (interim heads end here too)."""
+        self.parsed_whole = True
         if self.head_done and not self.eof:
             self._finish_body()
 
     def on_message_begin(self) -> None:
         """A response starts: after the one in flight ended, that is bytes no request asked for."""
+        self.parsed_whole = False
         if self.eof:
             self.reusable = False
 
