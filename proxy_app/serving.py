@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 import signal
 import socket
@@ -103,11 +104,14 @@ class GuardedRequestHandler(RequestHandler):
         self._guard = guard
         self._refused = False
         self._opened = 0.0
+        self._sent_bytes = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         manager = self._manager
         assert isinstance(manager, GuardedServer)
-        if manager.open_connections() >= self._guard.max_connections and not manager.close_an_idle_connection():
+        cap = self._guard.max_connections
+        if (manager.open_connections() >= cap and manager.live_connections() >= cap
+                and not manager.close_an_idle_connection()):
             self._refused = True
             self._guard.refused.note(self._guard.max_connections)
             assert isinstance(transport, asyncio.Transport)
@@ -135,12 +139,31 @@ class GuardedRequestHandler(RequestHandler):
         if waiting and self._force_close:
             self._guard.timed_out.note(self._guard.header_timeout_s)
 
+    def data_received(self, data: bytes) -> None:
+        """aiohttp's, noting that the client has sent something."""
+        self._sent_bytes = True
+        super().data_received(data)
+
     def is_idle(self) -> bool:
-        """Waiting for a request (none in progress, no complete headers queued)."""
-        return (
-            not self._force_close and not self._request_in_progress and not self._messages
-            and self._waiter is not None and not self._waiter.done()
-        )
+        """Waiting for its next request (or never having sent a byte), with nothing unread in the kernel."""
+        if self._force_close or self._request_in_progress or self._messages:
+            return False
+        waiting = self._waiter is not None and not self._waiter.done()
+        # A busy loop may not have started the handler task, nor read what arrived: ask the socket.
+        return (waiting or not self._sent_bytes) and not self._unread_bytes()
+
+    def _unread_bytes(self) -> bool:
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return False
+        try:
+            with socket.socket(fileno=os.dup(sock.fileno())) as peer:
+                return bool(peer.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # closed or broken: not ours to evict; its own handler will see it
 
     def handle_error(
         self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None,
@@ -173,8 +196,12 @@ class GuardedServer(web.Server):
         return GuardedRequestHandler(self, loop=self._loop, guard=self.guard, **self._kwargs)
 
     def open_connections(self) -> int:
-        """Connections currently open."""
+        """Connections currently open (closing ones included)."""
         return len(self._connections)
+
+    def live_connections(self) -> int:
+        """Open connections not already being closed (a busy loop may not have seen them go yet)."""
+        return sum(1 for handler in self._connections if not handler._force_close)
 
     def close_an_idle_connection(self) -> bool:
         """Close the oldest connection waiting for a request; False when every one is busy."""

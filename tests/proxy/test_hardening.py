@@ -205,7 +205,10 @@ def test_idle_connections_make_room_and_busy_ones_past_the_cap_get_a_503(
             sock = socket.create_connection(_address(gw), timeout=10)
             sock.sendall(request)
             busy.append(sock)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 15
+        while gw.upstream.in_flight < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)  # every request has reached the upstream: none of them is idle
+        assert gw.upstream.in_flight == 20
         status, payload = _status_and_json(_exchange(gw, b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"))
         assert status == 503 and payload["error"]["code"] == "too_many_connections"
         assert "connection cap reached" in caplog.text
