@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy_app.app_keys import SETTINGS, WS_SESSIONS
+from proxy_app.cors import add_response_headers, cors_middleware
 from proxy_app.fronts.ws_chat import close_websockets
 from proxy_app.lifecycle import services_ctx
 from proxy_app.middlewares import auth_middleware, error_middleware
@@ -16,11 +17,12 @@ def build_app(settings: Settings) -> web.Application:
     """Assemble the proxy application."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[error_middleware, cors_middleware, auth_middleware],
     )
     app[SETTINGS] = settings
     app[WS_SESSIONS] = set()
     app.cleanup_ctx.append(services_ctx)
     app.on_shutdown.append(close_websockets)
+    app.on_response_prepare.append(add_response_headers)
     setup_routes(app)
     return app

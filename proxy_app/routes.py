@@ -5,8 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from proxy_app.fronts.chat import chat_completions
+from proxy_app.fronts.completions import completions
+from proxy_app.fronts.embeddings import embeddings
 from proxy_app.fronts.health import health
-from proxy_app.fronts.models import list_models
+from proxy_app.fronts.models import list_models, retrieve_model
 from proxy_app.fronts.ws_chat import ws_chat
 
 
@@ -15,6 +17,13 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/completions", completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/models", list_models)
+    # A model id may hold a slash ("provider/model"): the rest of the path is the id.
+    app.router.add_get("/v1/models/{model:.+}", retrieve_model)
+    app.router.add_get("/models/{model:.+}", retrieve_model)
     app.router.add_get("/ws/chat", ws_chat)

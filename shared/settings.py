@@ -33,6 +33,20 @@ def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _origins(raw: str) -> tuple[str, ...]:
+    """CORS_ORIGINS: `*`, or a comma list of origins (`scheme://host[:port]`, no path)."""
+    values = tuple(v.strip().rstrip("/").lower() for v in raw.split(",") if v.strip())
+    if "*" in values:
+        if len(values) > 1:
+            raise SettingsError("CORS_ORIGINS is either * or a list of origins, not both")
+        return values
+    for value in values:
+        scheme, sep, rest = value.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+            raise SettingsError(f"CORS_ORIGINS: {value!r} is not an origin like https://app.example.com")
+    return values
+
+
 def _int(name: str, raw: str, minimum: int = 0, maximum: int | None = None) -> int:
     try:
         value = int(raw)
@@ -103,6 +117,8 @@ class Settings:
     usage_journal_dir: Path | None = None
     # Who moves the journal into the database: each proxy's own thread, or one recorder process.
     usage_recorder: str = "thread"
+    # Browser origins allowed to call the proxy (CORS); empty: none; ("*",): any.
+    cors_origins: tuple[str, ...] = ()
     # Connection and time limits of the proxy's HTTP server.
     proxy_max_connections: int = 10_000
     proxy_header_timeout_s: float = 10.0
@@ -160,6 +176,7 @@ class Settings:
             default_reserve_tokens=_int("DEFAULT_RESERVE_TOKENS", get("DEFAULT_RESERVE_TOKENS", "4096"), 1),
             admin_workers=_int("ADMIN_WORKERS", get("ADMIN_WORKERS", "2"), 1),
             usage_journal_dir=_path(env["USAGE_JOURNAL_DIR"], root) if env.get("USAGE_JOURNAL_DIR") else None,
+            cors_origins=_origins(env.get("CORS_ORIGINS") or ""),
             usage_recorder=_choice("USAGE_RECORDER", get("USAGE_RECORDER", "thread"), ("thread", "process")),
             proxy_max_connections=_int("PROXY_MAX_CONNECTIONS", get("PROXY_MAX_CONNECTIONS", "10000"), 1),
             proxy_header_timeout_s=_float("PROXY_HEADER_TIMEOUT_S", get("PROXY_HEADER_TIMEOUT_S", "10")),

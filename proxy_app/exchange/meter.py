@@ -67,6 +67,10 @@ class Meter:
         for choice in choices:
             if not isinstance(choice, dict):
                 continue
+            text = choice.get("text")
+            if isinstance(text, str) and text:
+                self.content.append(text)  # a legacy completion's chunk
+                pieces.append(text)
             delta = choice.get("delta")
             if isinstance(delta, dict):
                 text = delta.get("content")
@@ -108,6 +112,8 @@ class Meter:
         for n, choice in enumerate(choices):
             if not isinstance(choice, dict):
                 continue
+            if isinstance(choice.get("text"), str):
+                self.content.append(choice["text"])  # a legacy completion
             message = choice.get("message")
             if isinstance(message, dict):
                 if isinstance(message.get("content"), str):

@@ -171,7 +171,7 @@ def _reservation(state: ProxyState, api: Api, key: KeyCfg, body: dict[str, Any],
     else:
         prompt = api.count_prompt(state.tokens, body, routes[0].upstream_name)
     limit = api.completion_limit(body)
-    completion = limit if limit else state.settings.default_reserve_tokens
+    completion = limit if limit is not None else state.settings.default_reserve_tokens
     usd = max((request_cost(prompt, completion, r.input_price, r.output_price) for r in routes), default=ZERO)
     return prompt + completion, usd
 

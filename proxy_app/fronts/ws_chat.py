@@ -18,6 +18,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from proxy_app.app_keys import STATE, WS_SESSIONS
 from proxy_app.auth import authenticate, extract_key
+from proxy_app.cors import origin_allowed
 from proxy_app.errors import ProxyError, bad_request, echo
 from proxy_app.exchange import new_conversation_id, open_exchange
 from proxy_app.exchange.state import ProxyState
@@ -49,6 +50,12 @@ async def ws_chat(request: web.Request) -> web.StreamResponse:
             426, "This endpoint speaks WebSocket only: send a WebSocket upgrade request.",
             code="upgrade_required", headers={"Upgrade": "websocket", "Connection": "Upgrade"},
         )
+    allowed = state.settings.cors_origins
+    origin = request.headers.get("Origin")
+    if allowed and origin is not None and not origin_allowed(allowed, origin):
+        # A page on another origin: the same list as CORS decides (clients outside browsers send none).
+        raise ProxyError(403, "This origin may not open the WebSocket (CORS_ORIGINS).", type="permission_error",
+                         code="origin_not_allowed")
     raw_key = extract_key(request.headers, request.query)
     await ws.prepare(request)
     session = WsSession(state, ws)

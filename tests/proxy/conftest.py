@@ -43,6 +43,10 @@ class Gateway:
         """Auth headers for the client key."""
         return {"Authorization": f"Bearer {key or self.key}"}
 
+    def wait_config(self) -> None:
+        """Load the config snapshot now (as the poller would within a second), on the proxy's loop."""
+        self.proxy.call(self.proxy.app[STATE].config.load())
+
     def usage_rows(self) -> list[UsageRecord]:
         """Every usage row, oldest first."""
         with Session(self.engine) as s:

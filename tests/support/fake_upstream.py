@@ -98,12 +98,81 @@ class FakeUpstream:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/completions", self._completions)
         self._runner = web.AppRunner(app, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.base_url = f"http://127.0.0.1:{port}/v1"
+
+    def requests_to(self, path: str) -> list[Seen]:
+        """The requests received on one path (e.g. "/v1/embeddings")."""
+        with self._lock:
+            return [r for r in self.requests if r.path == path]
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's embeddings reply: one vector per input, float or base64, `dimensions` honoured."""
+        body = await request.json()
+        with self._lock:
+            self.requests.append(Seen(request.path, dict(request.headers), body))
+        sc = self.scenario(body.get("model", ""))
+        if sc.delay_s:
+            await asyncio.sleep(sc.delay_s)
+        if sc.status >= 400:
+            return web.json_response({"error": {"message": f"fake failure {sc.status}", "type": "server_error",
+                                                "param": None, "code": None}}, status=sc.status)
+        inputs = body["input"]
+        items = [inputs] if isinstance(inputs, str) or (inputs and isinstance(inputs[0], int)) else inputs
+        size = int(body.get("dimensions") or 8)
+        data = []
+        for index in range(len(items)):
+            vector = [round((index + 1) * 0.001 * (k + 1), 6) for k in range(size)]
+            embedding: Any = vector
+            if body.get("encoding_format") == "base64":
+                import base64
+                import struct
+
+                embedding = base64.b64encode(struct.pack(f"<{size}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        reply: dict[str, Any] = {"object": "list", "data": data, "model": body.get("model")}
+        if sc.report_usage:
+            reply["usage"] = {"prompt_tokens": sc.prompt_tokens, "total_tokens": sc.prompt_tokens}
+        return web.json_response(reply)
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's legacy completions: a text_completion, or its stream with a usage chunk on request."""
+        body = await request.json()
+        with self._lock:
+            self.requests.append(Seen(request.path, dict(request.headers), body))
+        sc = self.scenario(body.get("model", ""))
+        if sc.status >= 400:
+            return web.json_response({"error": {"message": f"fake failure {sc.status}", "type": "server_error",
+                                                "param": None, "code": None}}, status=sc.status)
+        pieces = sc.pieces()
+        completion = sc.completion_tokens if sc.completion_tokens is not None else len(pieces)
+        usage = {"prompt_tokens": sc.prompt_tokens, "completion_tokens": completion,
+                 "total_tokens": sc.prompt_tokens + completion}
+        base = {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
+                "model": body.get("model")}
+        if not body.get("stream"):
+            reply: dict[str, Any] = {**base, "choices": [
+                {"text": sc.reply, "index": 0, "logprobs": None, "finish_reason": "stop"}]}
+            if sc.report_usage:
+                reply["usage"] = usage
+            return web.json_response(reply)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for i, piece in enumerate(pieces):
+            finish = "stop" if i == len(pieces) - 1 else None
+            chunk = {**base, "choices": [{"text": piece, "index": 0, "logprobs": None, "finish_reason": finish}]}
+            await resp.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+        if sc.report_usage and (body.get("stream_options") or {}).get("include_usage"):
+            await resp.write(b"data: " + json.dumps({**base, "choices": [], "usage": usage}).encode() + b"\n\n")
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
