@@ -1,8 +1,9 @@
 """POST /v1/chat/completions: the Chat Completions API over HTTP, as JSON or SSE.
 
 The worked example of a front: `ChatApi` tells the exchange what a chat request is
-(validation, the body sent upstream, how to count its prompt), and `ChatRenderer`
-puts the exchange's events on the wire. Chat is the hub format, so a chat reply
+(validation, the body sent upstream, how to count its prompt), and the OpenAI HTTP
+renderer (`fronts/openai_http.py`, shared with the other OpenAI-shaped fronts) puts the
+exchange's events on the wire. Chat is the hub format, so a chat reply
 from an OpenAI-compatible upstream passes through as the upstream's own bytes.
 """
 
@@ -10,24 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from proxy_app.app_keys import CLIENT_KEY, STATE
-from proxy_app.errors import ProxyError, bad_request
-from proxy_app.exchange import ClientGone, Exchange, Outcome, WholeReply, open_exchange
+from proxy_app.errors import bad_request
+from proxy_app.exchange import open_exchange
 from proxy_app.exchange.tokens import TokenCounter, messages_char_size
 from proxy_app.fronts.json_body import read_json
-from proxy_app.hub import Piece
-
-SSE_HEADERS = {
-    "Content-Type": "text/event-stream",
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",
-}
-# Response headers of the upstream that are safe and useful to pass on.
-# (Never the upstream's rate-limit headers: they describe our provider account, not the client's key.)
-PASS_HEADERS = ("openai-processing-ms", "openai-version")
+from proxy_app.fronts.openai_http import OpenAIHttpRenderer, wants_usage, with_stream_usage
 
 
 class ChatApi:
@@ -55,9 +46,7 @@ class ChatApi:
 
     def upstream_body(self, body: dict[str, Any], stream: bool) -> dict[str, Any]:
         """Streams ask for usage, so a streamed request is never recorded as free."""
-        if not stream:
-            return body
-        return {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
+        return with_stream_usage(body, stream)
 
     def archived_request(self, body: dict[str, Any]) -> dict[str, Any]:
         """As the client sent it."""
@@ -80,89 +69,6 @@ class ChatApi:
 CHAT = ChatApi()
 
 
-def wants_usage(body: dict[str, Any]) -> bool:
-    """Whether the client itself asked a stream for its usage chunk."""
-    options = body.get("stream_options")
-    return isinstance(options, dict) and bool(options.get("include_usage"))
-
-
-def cost_header(outcome: Outcome) -> str:
-    """X-Request-Cost in plain decimal notation (Decimal's str() would give "9E-7")."""
-    return format(outcome.cost_usd.normalize(), "f") if outcome.cost_usd else "0"
-
-
-class ChatRenderer:
-    """Chat Completions on HTTP: one JSON response, or an SSE stream."""
-
-    __slots__ = ("request", "wants_usage", "response", "_stream")
-
-    def __init__(self, request: web.Request, client_wants_usage: bool) -> None:
-        self.request = request
-        self.wants_usage = client_wants_usage
-        self.response: web.StreamResponse | None = None
-        self._stream: web.StreamResponse | None = None
-
-    async def start_stream(self, exchange: Exchange) -> None:
-        """Send the SSE response head."""
-        out = web.StreamResponse(status=200, headers={**SSE_HEADERS, **exchange.ids()})
-        self.response = self._stream = out
-        try:
-            await out.prepare(self.request)
-        except ConnectionResetError:
-            raise ClientGone from None
-
-    async def pieces(self, exchange: Exchange, pieces: list[Piece], final: bool) -> None:
-        """The events of one upstream read in one write: as prompt as one per event, far cheaper."""
-        parts: list[bytes] = []
-        for piece in pieces:
-            obj = piece.obj
-            if obj is not None and not self.wants_usage and obj.get("usage"):
-                if not obj.get("choices"):
-                    continue  # the usage-only chunk we asked for; the client did not
-                # Some upstreams attach usage to a content chunk: strip just that field.
-                parts.append(b"data: " + orjson.dumps({k: v for k, v in obj.items() if k != "usage"}) + b"\n\n")
-                continue
-            parts.append(piece.raw)
-        if parts:
-            await self._write(parts[0] if len(parts) == 1 else b"".join(parts))
-
-    async def finished(self, exchange: Exchange, outcome: Outcome) -> None:
-        """End the chunked response."""
-        assert self._stream is not None
-        try:
-            await self._stream.write_eof()
-        except ConnectionResetError:
-            raise ClientGone from None
-
-    async def whole(self, exchange: Exchange, reply: WholeReply, outcome: Outcome) -> None:
-        """The reply (or the upstream's error) as it came, with our headers."""
-        headers = exchange.ids()
-        headers["X-Request-Cost"] = cost_header(outcome)
-        for name in PASS_HEADERS:
-            if name in reply.headers:
-                headers[name] = reply.headers[name]
-        self.response = web.Response(status=reply.status, body=reply.body, content_type="application/json",
-                                     headers=headers)
-
-    async def failed(self, exchange: Exchange, error: ProxyError, outcome: Outcome) -> None:
-        """Before the stream: an error response. Mid-stream: an error event, then the end."""
-        if self._stream is None:
-            self.response = error.response(exchange.ids())
-            return
-        try:
-            await self._stream.write(b"data: " + orjson.dumps({"error": error.body()}) + b"\n\n")
-            await self._stream.write_eof()
-        except ConnectionResetError:
-            pass
-
-    async def _write(self, data: bytes) -> None:
-        assert self._stream is not None
-        try:
-            await self._stream.write(data)
-        except ConnectionResetError:
-            raise ClientGone from None
-
-
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """Forward one chat completion through the exchange."""
     state = request.app[STATE]
@@ -171,7 +77,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         state, CHAT, request[CLIENT_KEY], body,
         conversation_header=request.headers.get("X-Conversation-Id"), transport="http",
     )
-    renderer = ChatRenderer(request, wants_usage(exchange.client_body))
+    renderer = OpenAIHttpRenderer(request, wants_usage(exchange.client_body))
     await exchange.run(renderer)
     assert renderer.response is not None  # every way run() returns has rendered something
     return renderer.response
