@@ -367,6 +367,24 @@ def chat_request(port: int, *, stream: bool, model: str = MODEL, include_usage: 
     return head.encode() + raw
 
 
+def embeddings_request(port: int, *, model: str = MODEL, key: str = CLIENT_KEY) -> bytes:
+    """Raw bytes of one POST /v1/embeddings (one short input, floats)."""
+    raw = orjson.dumps({"model": model, "input": "Embed this short sentence, please.", "encoding_format": "float"})
+    head = (
+        f"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(raw)}\r\n\r\n"
+    )
+    return head.encode() + raw
+
+
+def embeddings_validator(status: int, body: bytes) -> str | None:
+    """A 200 list of embeddings."""
+    if status != 200 or b'"embedding"' not in body:
+        return f"status {status}: {body[:200]!r}"
+    return None
+
+
 def json_validator(status: int, body: bytes) -> str | None:
     """A 200 chat.completion with choices."""
     if status != 200:
@@ -391,8 +409,10 @@ def stream_validator(chunks: int, with_usage: bool) -> Callable[[int, bytes], st
     return check
 
 
-def simple_request(port: int, stream: bool, chunks: int) -> Request:
+def simple_request(port: int, stream: bool, chunks: int, mode: str = "") -> Request:
     """The benchmark's request: a short prompt, no conversation id, no usage chunk asked for."""
+    if mode == "embeddings":
+        return Request(embeddings_request(port), embeddings_validator)
     if stream:
         return Request(chat_request(port, stream=True), stream_validator(chunks, False))
     return Request(chat_request(port, stream=False), json_validator)

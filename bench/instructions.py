@@ -1,7 +1,7 @@
 """CPU per request as instructions, not seconds: the proxy under callgrind, two loads, the difference.
 
     python -m bench.instructions                                # json and stream, 300 and 1,200 requests
-    python -m bench.instructions --modes json --small 500 --large 2000 --concurrency 16
+    python -m bench.instructions --modes json,embeddings --small 500 --large 2000 --concurrency 16
 
 Seconds per request move with whatever else a shared machine does; instruction counts do
 not. For each mode the proxy (`python run.py proxy`, SQLite, the mock upstream on loopback)
@@ -44,7 +44,7 @@ def _total(mode: str, requests: int, concurrency: int) -> int:
             seed_database(url, mock.url)
             wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={workdir / 'callgrind.out'}"]
             proxy = ProxyProcess(workdir, url, as_child=True, wrapper=wrapper, start_timeout_s=600)
-            request = simple_request(proxy.port, mode == "stream", CHUNKS)
+            request = simple_request(proxy.port, mode == "stream", CHUNKS, mode)
             for count in (WARMUP, requests):
                 result = loop.run_until_complete(run_load(
                     "127.0.0.1", proxy.port, lambda _i: request, concurrency=concurrency,

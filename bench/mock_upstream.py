@@ -48,6 +48,7 @@ class MockUpstream:
         self._json: dict[str, bytes] = {}
         self._stream: dict[str, tuple[list[bytes], bytes, bytes]] = {}
         self._pieces = [WORDS[i % len(WORDS)] for i in range(cfg.chunks)]
+        self._embedding: bytes | None = None
 
     def _usage(self) -> dict[str, int]:
         completion = self.cfg.chunks
@@ -108,6 +109,21 @@ class MockUpstream:
         await resp.write_eof()
         return resp
 
+    async def embeddings(self, request: web.Request) -> web.Response:
+        """Answer one embeddings request: a 1,536-float vector per input, as text-embedding-3-small's."""
+        self.chat_requests += 1  # one counter: the bench checks one upstream request per client request
+        body = orjson.loads(await request.read())
+        if self.cfg.latency_s:
+            await asyncio.sleep(self.cfg.latency_s)
+        reply = self._embedding
+        if reply is None:
+            vector = [round(0.001 * (k % 997), 6) for k in range(1536)]
+            reply = self._embedding = orjson.dumps({
+                "object": "list", "data": [{"object": "embedding", "index": 0, "embedding": vector}],
+                "model": body.get("model"), "usage": {"prompt_tokens": 8, "total_tokens": 8},
+            })
+        return web.Response(body=reply, content_type="application/json")
+
     async def stats(self, request: web.Request) -> web.Response:
         """The request counter."""
         return web.Response(body=orjson.dumps({"chat_requests": self.chat_requests}),
@@ -117,6 +133,7 @@ class MockUpstream:
         """The aiohttp application."""
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/stats", self.stats)
         return app
 

@@ -78,7 +78,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     """Profile one load against the proxy."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=("json", "stream"), default="json")
+    p.add_argument("--mode", choices=("json", "stream", "embeddings"), default="json")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--chunks", type=int, default=16)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                                  cpu=PROXY_CPU if pinned else None)
             if pinned:
                 pin_self(LOAD_CPU)
-            req = simple_request(proxy.port, a.mode == "stream", a.chunks)
+            req = simple_request(proxy.port, a.mode == "stream", a.chunks, a.mode)
             loop.run_until_complete(run_load("127.0.0.1", proxy.port, lambda _i: req, concurrency=a.concurrency,
                                              duration_s=1.0, max_requests=500))
             out = a.out or workdir / "stacks.txt"
