@@ -1,4 +1,4 @@
-"""CORS for browsers on other origins (CORS_ORIGINS), and the request id every answer carries.
+"""CORS for browsers on other origins (CORS_ORIGINS); installed only when it is set.
 
 Preflights are answered here, before authentication (a browser sends no key with them);
 every response to an allowed origin names it and exposes the headers a client reads:
@@ -53,17 +53,14 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
         "Access-Control-Allow-Methods": ALLOW_METHODS,
         "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers") or ALLOW_HEADERS,
         "Access-Control-Max-Age": MAX_AGE_S,
+        "X-Request-Id": new_request_id(),
     })
 
 
-async def add_response_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: an X-Request-Id on every answer; CORS headers for an allowed origin."""
+async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the CORS headers of an answer to an allowed origin."""
     headers = response.headers
-    if "X-Request-Id" not in headers:
-        headers["X-Request-Id"] = new_request_id()
     allowed = request.app[SETTINGS].cors_origins
-    if not allowed:
-        return
     origin = request.headers.get("Origin")
     if origin is not None and origin_allowed(allowed, origin):
         headers["Access-Control-Allow-Origin"] = "*" if allowed == ("*",) else origin

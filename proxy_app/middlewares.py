@@ -58,7 +58,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _refusal(request, err, started, {k: v for k, v in exc.headers.items() if k.lower() == "allow"})
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return ProxyError(500, "Internal error in the gateway.", type="server_error", code="internal_error").response()
+        error = ProxyError(500, "Internal error in the gateway.", type="server_error", code="internal_error")
+        return error.response({"X-Request-Id": new_request_id()})
 
 
 @web.middleware

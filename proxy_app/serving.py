@@ -26,6 +26,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from proxy_app.errors import describe_parser_error, error_object
+from proxy_app.exchange import new_request_id
 from shared.settings import Settings
 
 log = logging.getLogger("nexusai.proxy")
@@ -180,7 +181,8 @@ class GuardedRequestHandler(RequestHandler):
         else:
             log.error("unhandled error serving a request from %s: %s", request.remote, type(exc).__name__)
             status, text, code, type_ = 500, "Internal error in the gateway.", "internal_error", "server_error"
-        response = web.Response(status=status, body=_error_body(text, type_, code), content_type="application/json")
+        response = web.Response(status=status, body=_error_body(text, type_, code), content_type="application/json",
+                                headers={"X-Request-Id": new_request_id()})
         response.force_close()
         return response
 
