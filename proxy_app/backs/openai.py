@@ -67,7 +67,12 @@ class OpenAIAdapter:
                             orjson.dumps({**body, "model": upstream_model}))
 
     def decode_reply(self, api: str, raw: bytes) -> dict[str, Any] | None:
-        """The reply object (it is already in the hub format)."""
+        """The reply object (it is already in the hub format); of an embeddings reply, its usage only."""
+        if api == "embeddings":
+            # The vectors pass through as bytes; parsing thousands of floats to read two counts
+            # cost more than the rest of the request (docs/benchmarks.md).
+            usage = _trailing_object(raw, b'"usage"')
+            return {"usage": usage} if usage is not None else None
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -102,6 +107,25 @@ class OpenAIAdapter:
     def error_body(self, status: int, raw: bytes, provider: ProviderCfg) -> bytes:
         """The upstream's own error body when it is OpenAI-shaped (key copies masked)."""
         return upstream_error_body(status, raw, provider.name, provider.server_key)
+
+
+def _trailing_object(raw: bytes, name: bytes, tries: int = 8) -> dict[str, Any] | None:
+    """The JSON object value of the last `name` member in `raw`, parsed alone."""
+    at = raw.rfind(name)
+    start = raw.find(b"{", at + len(name)) if at >= 0 else -1
+    if start < 0 or raw[at + len(name):start].strip() != b":":
+        return None
+    end = start
+    for _ in range(tries):  # the first "}" closes it unless it holds objects of its own
+        end = raw.find(b"}", end + 1)
+        if end < 0:
+            return None
+        try:
+            value = orjson.loads(raw[start:end + 1])
+        except orjson.JSONDecodeError:
+            continue
+        return value if isinstance(value, dict) else None
+    return None
 
 
 def _detail(usage: dict[str, Any], group: str, name: str) -> Any:
