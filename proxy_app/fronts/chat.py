@@ -13,12 +13,9 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy_app.app_keys import CLIENT_KEY, STATE
 from proxy_app.errors import bad_request
-from proxy_app.exchange import open_exchange
 from proxy_app.exchange.tokens import TokenCounter, messages_char_size
-from proxy_app.fronts.json_body import read_json
-from proxy_app.fronts.openai_http import OpenAIHttpRenderer, wants_usage, with_stream_usage
+from proxy_app.fronts.openai_http import forward, model_of, stream_flag, with_stream_usage
 
 
 class ChatApi:
@@ -28,21 +25,11 @@ class ChatApi:
 
     def validate(self, body: Any) -> tuple[str, bool]:
         """Just enough validation: a JSON object with a model string and a non-empty messages list."""
-        if not isinstance(body, dict):
-            raise bad_request("The request body must be a JSON object.")
-        model = body.get("model")
-        if not isinstance(model, str) or not model.strip():
-            raise bad_request("'model' is required and must be a non-empty string.", param="model")
+        model = model_of(body)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise bad_request("'messages' is required and must be a non-empty list.", param="messages")
-        stream = body.get("stream", False)
-        if not isinstance(stream, bool):
-            raise bad_request("'stream' must be a boolean.", param="stream")
-        options = body.get("stream_options")
-        if stream and options is not None and not isinstance(options, dict):
-            raise bad_request("'stream_options' must be an object.", param="stream_options")
-        return model, stream
+        return model, stream_flag(body)
 
     def upstream_body(self, body: dict[str, Any], stream: bool) -> dict[str, Any]:
         """Streams ask for usage, so a streamed request is never recorded as free."""
@@ -71,13 +58,4 @@ CHAT = ChatApi()
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """Forward one chat completion through the exchange."""
-    state = request.app[STATE]
-    body = await read_json(request, state.settings)
-    exchange = await open_exchange(
-        state, CHAT, request[CLIENT_KEY], body,
-        conversation_header=request.headers.get("X-Conversation-Id"), transport="http",
-    )
-    renderer = OpenAIHttpRenderer(request, wants_usage(exchange.client_body))
-    await exchange.run(renderer)
-    assert renderer.response is not None  # every way run() returns has rendered something
-    return renderer.response
+    return await forward(request, CHAT)

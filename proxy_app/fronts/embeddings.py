@@ -10,12 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy_app.app_keys import CLIENT_KEY, STATE
 from proxy_app.errors import bad_request
-from proxy_app.exchange import open_exchange
 from proxy_app.exchange.tokens import TokenCounter
-from proxy_app.fronts.json_body import read_json
-from proxy_app.fronts.openai_http import OpenAIHttpRenderer
+from proxy_app.fronts.openai_http import forward, model_of
 
 MAX_INPUTS = 2048  # OpenAI's own limit on inputs per request
 ENCODING_FORMATS = ("float", "base64")
@@ -48,11 +45,7 @@ class EmbeddingsApi:
 
     def validate(self, body: Any) -> tuple[str, bool]:
         """A model, an `input` of a shape OpenAI takes, and the optional format fields; never a stream."""
-        if not isinstance(body, dict):
-            raise bad_request("The request body must be a JSON object.")
-        model = body.get("model")
-        if not isinstance(model, str) or not model.strip():
-            raise bad_request("'model' is required and must be a non-empty string.", param="model")
+        model = model_of(body)
         if input_texts(body.get("input")) is None:
             raise bad_request(
                 f"'input' is required: a non-empty string, a list of at most {MAX_INPUTS} non-empty strings, "
@@ -97,13 +90,4 @@ EMBEDDINGS = EmbeddingsApi()
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
     """Forward one embeddings request through the exchange."""
-    state = request.app[STATE]
-    body = await read_json(request, state.settings)
-    exchange = await open_exchange(
-        state, EMBEDDINGS, request[CLIENT_KEY], body,
-        conversation_header=request.headers.get("X-Conversation-Id"), transport="http",
-    )
-    renderer = OpenAIHttpRenderer(request, False)
-    await exchange.run(renderer)
-    assert renderer.response is not None
-    return renderer.response
+    return await forward(request, EMBEDDINGS)

@@ -12,8 +12,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from proxy_app.errors import ProxyError
-from proxy_app.exchange import ClientGone, Exchange, Outcome, WholeReply
+from proxy_app.app_keys import CLIENT_KEY, STATE
+from proxy_app.errors import ProxyError, bad_request
+from proxy_app.exchange import ClientGone, Exchange, Outcome, WholeReply, open_exchange
+from proxy_app.exchange.api import Api
+from proxy_app.fronts.json_body import read_json
 from proxy_app.hub import Piece
 
 SSE_HEADERS = {
@@ -24,6 +27,27 @@ SSE_HEADERS = {
 # Response headers of the upstream that are safe and useful to pass on.
 # (Never the upstream's rate-limit headers: they describe our provider account, not the client's key.)
 PASS_HEADERS = ("openai-processing-ms", "openai-version")
+
+
+def model_of(body: Any) -> str:
+    """The `model` of a body that must be a JSON object naming one (400 otherwise)."""
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise bad_request("'model' is required and must be a non-empty string.", param="model")
+    return model
+
+
+def stream_flag(body: dict[str, Any]) -> bool:
+    """`stream` (a boolean, default false) and, for a stream, a well-formed `stream_options`."""
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise bad_request("'stream' must be a boolean.", param="stream")
+    options = body.get("stream_options")
+    if stream and options is not None and not isinstance(options, dict):
+        raise bad_request("'stream_options' must be an object.", param="stream_options")
+    return stream
 
 
 def wants_usage(body: dict[str, Any]) -> bool:
@@ -114,3 +138,17 @@ class OpenAIHttpRenderer:
             await self._stream.write(data)
         except ConnectionResetError:
             raise ClientGone from None
+
+
+async def forward(request: web.Request, api: Api) -> web.StreamResponse:
+    """The handler of every OpenAI-shaped HTTP API: the body in, through the exchange, rendered out."""
+    state = request.app[STATE]
+    body = await read_json(request, state.settings)
+    exchange = await open_exchange(
+        state, api, request[CLIENT_KEY], body,
+        conversation_header=request.headers.get("X-Conversation-Id"), transport="http",
+    )
+    renderer = OpenAIHttpRenderer(request, wants_usage(exchange.client_body))
+    await exchange.run(renderer)
+    assert renderer.response is not None  # every way run() returns has rendered something
+    return renderer.response
