@@ -9,6 +9,7 @@ from proxy_app.fronts.completions import completions
 from proxy_app.fronts.embeddings import embeddings
 from proxy_app.fronts.health import health
 from proxy_app.fronts.models import list_models, retrieve_model
+from proxy_app.fronts.responses import responses
 from proxy_app.fronts.ws_chat import ws_chat
 
 
@@ -19,6 +20,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/completions", completions)
+    app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/responses", responses)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)

@@ -25,6 +25,10 @@ PATHS = {
 }
 
 
+# The events that end a Responses stream (it has no `data: [DONE]`); `response.failed` is a fault.
+RESPONSES_ENDS = frozenset({"response.completed", "response.incomplete"})
+
+
 class OpenAIStream:
     """SSE events of an OpenAI-compatible stream, each parsed once."""
 
@@ -42,11 +46,31 @@ class OpenAIStream:
         return [_piece(raw) for raw in self._splitter.close()]
 
 
+class ResponsesStream(OpenAIStream):
+    """The typed events of a Responses stream: the reply ends with `response.completed` (or `.incomplete`)."""
+
+    __slots__ = ()
+
+    def feed(self, data: bytes) -> list[Piece]:
+        """The pieces of one read, the closing event marked as the end."""
+        return [_mark_end(piece) for piece in super().feed(data)]
+
+    def close(self) -> list[Piece]:
+        """An unterminated last event."""
+        return [_mark_end(piece) for piece in super().close()]
+
+
 def _piece(raw: bytes) -> Piece:
     obj = parse_event(raw)
     if obj is DONE:
         return Piece(None, raw, True)
     return Piece(obj if isinstance(obj, dict) else None, raw)
+
+
+def _mark_end(piece: Piece) -> Piece:
+    if piece.obj is not None and piece.obj.get("type") in RESPONSES_ENDS:
+        piece.done = True
+    return piece
 
 
 class OpenAIAdapter:
@@ -80,28 +104,48 @@ class OpenAIAdapter:
         return parsed if isinstance(parsed, dict) else None
 
     def stream_decoder(self, api: str) -> OpenAIStream:
-        """SSE, `data: [DONE]` at the end."""
-        return OpenAIStream()
+        """SSE, `data: [DONE]` at the end (Responses: its closing event)."""
+        return ResponsesStream() if api == "responses" else OpenAIStream()
 
     def usage(self, obj: dict[str, Any]) -> TokenUsage | None:
-        """`usage` with prompt/completion/total and the cached and reasoning details."""
+        """`usage` of a reply or chunk (Chat's prompt/completion, or Responses' input/output, with details)."""
         usage = obj.get("usage")
-        if not isinstance(usage, dict) or not isinstance(usage.get("prompt_tokens"), int):
+        if not isinstance(usage, dict):
+            response = obj.get("response")  # a Responses event carrying the response, e.g. response.completed
+            usage = response.get("usage") if isinstance(response, dict) else None
+            if not isinstance(usage, dict):
+                return None
+        if isinstance(usage.get("prompt_tokens"), int):
+            prompt = usage["prompt_tokens"]
+            completion = _int(usage.get("completion_tokens"))
+            cached = _int(_detail(usage, "prompt_tokens_details", "cached_tokens"))
+            reasoning = _int(_detail(usage, "completion_tokens_details", "reasoning_tokens"))
+        elif isinstance(usage.get("input_tokens"), int):
+            prompt = usage["input_tokens"]
+            completion = _int(usage.get("output_tokens"))
+            cached = _int(_detail(usage, "input_tokens_details", "cached_tokens"))
+            reasoning = _int(_detail(usage, "output_tokens_details", "reasoning_tokens"))
+        else:
             return None
-        prompt = usage["prompt_tokens"]
-        completion = _int(usage.get("completion_tokens"))
         total = _int(usage.get("total_tokens")) or prompt + completion
-        cached = _int(_detail(usage, "prompt_tokens_details", "cached_tokens"))
-        reasoning = _int(_detail(usage, "completion_tokens_details", "reasoning_tokens"))
         return TokenUsage(prompt, completion, total, min(cached, prompt), reasoning)
 
     def fault(self, obj: dict[str, Any]) -> UpstreamFault | None:
-        """An `{"error": {...}}` object where a reply or chunk should be."""
+        """An `{"error": {...}}` object where a reply or chunk should be, or a Responses error event."""
         error = obj.get("error")
         if not isinstance(error, dict):
-            return None
+            kind = obj.get("type")
+            if kind == "error":  # Responses' `error` event carries code and message itself
+                error = obj
+            elif kind == "response.failed":
+                response = obj.get("response")
+                error = response.get("error") if isinstance(response, dict) else None
+                if not isinstance(error, dict):
+                    error = {"message": "The upstream reported the response failed."}
+            else:
+                return None
         message = error.get("message")
-        code = error.get("code") or error.get("type") or "upstream_error"
+        code = error.get("code") or (error.get("type") if error is not obj else None) or "upstream_error"
         return UpstreamFault(502, str(message or "The upstream failed mid-stream."), str(code))
 
     def error_body(self, status: int, raw: bytes, provider: ProviderCfg) -> bytes:

@@ -1,8 +1,10 @@
 """What a front tells the exchange about its client API: validation, upstream body, metering.
 
-The runner assumes no request shape; each front hands it an `Api` (chat now; responses,
-embeddings, completions and messages join in later issues), and the exchange's usage
-row, reservation and token estimate come from it.
+The runner assumes no request shape; each front hands it an `Api`, and the exchange's
+usage row, reservation and token estimate come from it. An API that can be served by a
+provider lacking it natively carries a `ChatTranslation`: the exchange sends such a
+provider the request as chat completions (the hub format), and the front renders the
+chat reply back into its own shape.
 """
 
 from __future__ import annotations
@@ -15,10 +17,27 @@ from proxy_app.exchange.tokens import TokenCounter
 OFFLOAD_COUNT_CHARS = 50_000
 
 
+class ChatTranslation(Protocol):
+    """How a client API's request becomes a chat completion request, for chat-only providers."""
+
+    def native_only(self, body: dict[str, Any]) -> str | None:
+        """What in the request the translation cannot carry (it then needs a native upstream), else None."""
+        ...
+
+    def chat_body(self, body: dict[str, Any], stream: bool) -> dict[str, Any]:
+        """The request as chat completions (ProxyError 400 for what cannot be translated)."""
+        ...
+
+
 class Api(Protocol):
     """One client API as the exchange needs to know it."""
 
     name: str  # the usage row's `api`: chat, responses, embeddings, completions, messages
+
+    @property
+    def translation(self) -> ChatTranslation | None:
+        """How to send the API to chat-only providers; None: only providers serving it are candidates."""
+        ...
 
     def validate(self, body: Any) -> tuple[str, bool]:
         """The model and whether the client wants a stream; ProxyError 400 when the body is not valid."""

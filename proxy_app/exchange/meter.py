@@ -1,7 +1,9 @@
-"""What one exchange delivered: reply pieces (in the hub format), upstream usage, timings.
+"""What one exchange delivered: reply pieces, upstream usage, timings.
 
-Fed chunk by chunk for streams or once for JSON replies; turned into token
-counts (upstream's figures when it sent them, tiktoken's otherwise).
+Fed chunk by chunk for streams or once for JSON replies, in the hub format (chat
+completions, legacy completions) or, for Responses passed through natively, as
+Responses events and objects; turned into token counts (upstream's figures when it
+sent them, tiktoken's otherwise).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 from proxy_app.exchange.api import Api
 from proxy_app.exchange.tokens import TokenCounter
 from proxy_app.hub import TokenUsage
+
+_RESPONSES_CALLS = ("function_call", "custom_tool_call")
 
 
 @dataclass(slots=True)
@@ -63,6 +67,9 @@ class Meter:
         pieces: list[str] = []
         choices = obj.get("choices")
         if not isinstance(choices, list):
+            kind = obj.get("type")
+            if isinstance(kind, str):
+                self._add_responses_event(kind, obj)
             return pieces
         for choice in choices:
             if not isinstance(choice, dict):
@@ -104,10 +111,64 @@ class Meter:
                 if isinstance(function.get("arguments"), str):
                     parts.arguments.append(function["arguments"])
 
+    def _add_responses_event(self, kind: str, obj: dict[str, Any]) -> None:
+        delta = obj.get("delta")
+        if kind == "response.output_text.delta":
+            if isinstance(delta, str):
+                self.content.append(delta)
+        elif kind in ("response.reasoning_text.delta", "response.reasoning_summary_text.delta"):
+            if isinstance(delta, str):
+                self.reasoning.append(delta)
+        elif kind in ("response.function_call_arguments.delta", "response.custom_tool_call_input.delta"):
+            index = obj.get("output_index")
+            if isinstance(delta, str) and isinstance(index, int):
+                self.tool_calls.setdefault(index, ToolCallParts()).arguments.append(delta)
+        elif kind == "response.output_item.added":
+            item, index = obj.get("item"), obj.get("output_index")
+            if isinstance(item, dict) and isinstance(index, int) and item.get("type") in _RESPONSES_CALLS:
+                parts = self.tool_calls.setdefault(index, ToolCallParts())
+                parts.id = item.get("call_id")
+                parts.type = "function" if item.get("type") == "function_call" else "custom"
+                if isinstance(item.get("name"), str):
+                    parts.name.append(item["name"])
+        elif kind in ("response.completed", "response.incomplete"):
+            response = obj.get("response")
+            status = response.get("status") if isinstance(response, dict) else None
+            self.finish_reason = status if isinstance(status, str) else kind[9:]
+
+    def _add_responses_output(self, output: list[Any]) -> None:
+        for index, item in enumerate(output):
+            if not isinstance(item, dict):
+                continue
+            kind = item.get("type")
+            if kind == "message":
+                for part in item.get("content") or ():
+                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                        self.content.append(part["text"])
+            elif kind == "reasoning":
+                for group in ("summary", "content"):
+                    for part in item.get(group) or ():
+                        if isinstance(part, dict) and isinstance(part.get("text"), str):
+                            self.reasoning.append(part["text"])
+            elif kind in _RESPONSES_CALLS:
+                parts = self.tool_calls.setdefault(index, ToolCallParts(id=item.get("call_id")))
+                parts.type = "function" if kind == "function_call" else "custom"
+                if isinstance(item.get("name"), str):
+                    parts.name.append(item["name"])
+                arguments = item.get("arguments", item.get("input"))
+                if isinstance(arguments, str):
+                    parts.arguments.append(arguments)
+
     def add_completion(self, obj: dict[str, Any]) -> None:
-        """Record a whole (non-stream) chat completion."""
+        """Record a whole (non-stream) reply: a chat or legacy completion, or a Responses object."""
         choices = obj.get("choices")
         if not isinstance(choices, list):
+            output = obj.get("output")
+            if isinstance(output, list):
+                self._add_responses_output(output)
+                status = obj.get("status")
+                if isinstance(status, str):
+                    self.finish_reason = status
             return
         for n, choice in enumerate(choices):
             if not isinstance(choice, dict):

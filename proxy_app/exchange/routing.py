@@ -49,12 +49,17 @@ def _order(routes: tuple[Route, ...]) -> list[Route]:
     return ordered
 
 
-def serves(provider: ProviderCfg, api: str) -> bool:
-    """Whether a provider can take a request of `api`: natively, or through its adapter's translation."""
+def speaks(provider: ProviderCfg, api: str) -> bool:
+    """Whether a provider takes `api` requests as they are: natively, or through its adapter's translation."""
     return api in provider.apis or api in adapter_for(provider.kind).translated_apis
 
 
-def resolve(snapshot: Snapshot, key: KeyCfg, model: str, api: str = "chat") -> list[Route]:
+def serves(provider: ProviderCfg, api: str, via_chat: bool = False) -> bool:
+    """Whether a provider can take a request of `api`; `via_chat`: also as chat completions."""
+    return speaks(provider, api) or (via_chat and speaks(provider, "chat"))
+
+
+def resolve(snapshot: Snapshot, key: KeyCfg, model: str, api: str = "chat", via_chat: bool = False) -> list[Route]:
     """Candidates in try order, or 404 (unknown model, or no provider of it serves `api`) / 403 (scope)."""
     explicit = _explicit(snapshot, model)
     if explicit is not None:
@@ -74,7 +79,7 @@ def resolve(snapshot: Snapshot, key: KeyCfg, model: str, api: str = "chat") -> l
             403, f"This API key is not allowed to use the model '{echo(model)}'.",
             type="permission_error", code="model_not_allowed", param="model",
         )
-    serving = tuple(r for r in permitted if serves(r.provider, api))
+    serving = tuple(r for r in permitted if serves(r.provider, api, via_chat))
     if not serving:
         raise ProxyError(
             404, f"No provider of the model '{echo(model)}' serves the {api} API.",

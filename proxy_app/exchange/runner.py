@@ -31,12 +31,12 @@ from typing import Any, Protocol
 from proxy_app.backs import ADAPTERS
 from proxy_app.backs.base import Adapter
 from proxy_app.config import KeyCfg, Route
-from proxy_app.errors import ProxyError, bad_request, stream_failure, upstream_timeout, upstream_unreachable
+from proxy_app.errors import ProxyError, bad_request, echo, stream_failure, upstream_timeout, upstream_unreachable
 from proxy_app.exchange.api import OFFLOAD_COUNT_CHARS, Api
 from proxy_app.exchange.meter import Meter, Usage
 from proxy_app.exchange.outcome import Outcome, Sink
 from proxy_app.exchange.pricing import ZERO, request_cost
-from proxy_app.exchange.routing import resolve
+from proxy_app.exchange.routing import resolve, speaks
 from proxy_app.exchange.state import ProxyState
 from proxy_app.governance import Ticket, is_limited, needs_reservation
 from proxy_app.hub import Piece
@@ -149,8 +149,14 @@ async def open_exchange(
     model, stream = api.validate(body)
     conversation_id = pick_conversation_id(conversation_header, body, default_conversation)
     try:
-        routes = resolve(state.config.snapshot, key, model, api.name)
+        translation = api.translation
+        routes = resolve(state.config.snapshot, key, model, api.name, via_chat=translation is not None)
+        if translation is not None:
+            routes = _translatable(routes, api.name, translation.native_only(body), model)
         exchange = Exchange(state, api, key, model, body, stream, conversation_id, transport, routes, started)
+        if translation is not None and not all(speaks(r.provider, api.name) for r in routes):
+            # Translated up front: a request the translation cannot carry is refused, not half-sent.
+            exchange.chat_body = translation.chat_body(exchange.body, stream)
         if is_limited(key):
             tokens, usd = _reservation(state, api, key, exchange.body, routes) if needs_reservation(key) else (0, ZERO)
             exchange.ticket, exchange.limit_headers = await state.limiter.admit(key, tokens, usd)
@@ -159,6 +165,19 @@ async def open_exchange(
         exc.headers.setdefault("X-Conversation-Id", conversation_id)
         raise
     return exchange
+
+
+def _translatable(routes: list[Route], api: str, native_only: str | None, model: str) -> list[Route]:
+    """The candidates left when the request uses what only a native upstream offers."""
+    if native_only is None:
+        return routes
+    native = [r for r in routes if speaks(r.provider, api)]
+    if not native:
+        raise bad_request(
+            f"{native_only} needs a provider serving the {api} API natively, and no provider of the model"
+            f" '{echo(model)}' does (the others are reached through chat completions).",
+        )
+    return native
 
 
 def _reservation(state: ProxyState, api: Api, key: KeyCfg, body: dict[str, Any],
@@ -182,7 +201,7 @@ class Exchange:
     __slots__ = (
         "state", "api", "key", "model", "client_body", "body", "stream", "conversation_id", "transport", "routes",
         "started", "request_id", "created_at", "ticket", "limit_headers", "route", "adapter", "meter", "attempts",
-        "delivered", "complete", "_upstream", "_stop", "_recording", "_outcome", "_waiters",
+        "delivered", "complete", "chat_body", "translated", "_upstream", "_stop", "_recording", "_outcome", "_waiters",
     )
 
     def __init__(self, state: ProxyState, api: Api, key: KeyCfg, model: str, body: dict[str, Any], stream: bool,
@@ -208,6 +227,8 @@ class Exchange:
         self.attempts = 0
         self.delivered = False  # the client has been sent part of the reply
         self.complete = False  # the client has been sent the end of the reply
+        self.chat_body: dict[str, Any] | None = None  # the request as chat, for providers lacking the API
+        self.translated = False  # the provider tried last gets chat_body, and its reply is chat
         self._upstream: UpstreamResponse | None = None
         self._stop: tuple[int, str] | None = None
         self._recording = False
@@ -222,6 +243,11 @@ class Exchange:
         if self.limit_headers:
             headers.update(self.limit_headers)
         return headers
+
+    @property
+    def wire_api(self) -> str:
+        """The API the upstream is spoken to in: the client's, or chat when translated."""
+        return "chat" if self.translated else self.api.name
 
     def stop(self, status: int, error_type: str) -> None:
         """Say how to record the exchange if its task is cancelled next (WebSocket cancel, shutdown)."""
@@ -294,7 +320,12 @@ class Exchange:
             self.route, self.attempts = route, attempt
             provider = route.provider
             self.adapter = adapter = ADAPTERS[provider.kind]
-            call = adapter.build(provider, self.api.name, self.body, route.upstream_name, self.stream)
+            self.translated = self.chat_body is not None and not speaks(provider, self.api.name)
+            if self.translated:
+                assert self.chat_body is not None
+                call = adapter.build(provider, "chat", self.chat_body, route.upstream_name, self.stream)
+            else:
+                call = adapter.build(provider, self.api.name, self.body, route.upstream_name, self.stream)
             try:
                 response = await state.upstream.request(
                     call.method, call.url, body=call.body, headers=call.headers, proxy=_proxy_url(route),
@@ -349,7 +380,7 @@ class Exchange:
             outcome = await self._record(status, "upstream_error", delivered=False)
             await renderer.whole(self, WholeReply(status, body, None, response.headers), outcome)
             return
-        obj = self.adapter.decode_reply(self.api.name, raw)
+        obj = self.adapter.decode_reply(self.wire_api, raw)
         if obj is not None:
             self.meter.add_completion(obj)
             self.meter.upstream_usage = self.adapter.usage(obj)
@@ -358,7 +389,7 @@ class Exchange:
         self.delivered = self.complete = True
 
     async def _relay_stream(self, response: UpstreamResponse, renderer: Renderer) -> None:
-        decoder = self.adapter.stream_decoder(self.api.name)
+        decoder = self.adapter.stream_decoder(self.wire_api)
         await renderer.start_stream(self)
         try:
             async for data in response.iter_any():
@@ -390,8 +421,8 @@ class Exchange:
         final = False
         for index, piece in enumerate(pieces):
             obj = piece.obj
+            final = final or piece.done
             if obj is None:
-                final = final or piece.done
                 continue
             fault = adapter.fault(obj)
             if fault is not None:

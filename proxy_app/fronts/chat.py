@@ -22,6 +22,7 @@ class ChatApi:
     """OpenAI Chat Completions, as the exchange needs to know it."""
 
     name = "chat"
+    translation = None  # chat is the hub format: nothing to translate to
 
     def validate(self, body: Any) -> tuple[str, bool]:
         """Just enough validation: a JSON object with a model string and a non-empty messages list."""

@@ -32,6 +32,7 @@ class CompletionsApi:
     """OpenAI legacy Completions, as the exchange needs to know it."""
 
     name = "completions"
+    translation = None  # no translation: only providers serving it natively
 
     def validate(self, body: Any) -> tuple[str, bool]:
         """A model, a `prompt` of a shape OpenAI takes, and a boolean `stream`."""

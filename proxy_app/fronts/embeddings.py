@@ -42,6 +42,7 @@ class EmbeddingsApi:
     """OpenAI Embeddings, as the exchange needs to know it."""
 
     name = "embeddings"
+    translation = None  # no translation: only providers serving it natively
 
     def validate(self, body: Any) -> tuple[str, bool]:
         """A model, an `input` of a shape OpenAI takes, and the optional format fields; never a stream."""

@@ -7,6 +7,7 @@ own bytes, with the usage chunk the gateway asked for dropped unless the client 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -140,7 +141,13 @@ class OpenAIHttpRenderer:
             raise ClientGone from None
 
 
-async def forward(request: web.Request, api: Api) -> web.StreamResponse:
+def _default_renderer(request: web.Request, exchange: Exchange) -> OpenAIHttpRenderer:
+    return OpenAIHttpRenderer(request, wants_usage(exchange.client_body))
+
+
+async def forward(request: web.Request, api: Api,
+                  renderer_for: Callable[[web.Request, Exchange], OpenAIHttpRenderer] = _default_renderer,
+                  ) -> web.StreamResponse:
     """The handler of every OpenAI-shaped HTTP API: the body in, through the exchange, rendered out."""
     state = request.app[STATE]
     body = await read_json(request, state.settings)
@@ -148,7 +155,7 @@ async def forward(request: web.Request, api: Api) -> web.StreamResponse:
         state, api, request[CLIENT_KEY], body,
         conversation_header=request.headers.get("X-Conversation-Id"), transport="http",
     )
-    renderer = OpenAIHttpRenderer(request, wants_usage(exchange.client_body))
+    renderer = renderer_for(request, exchange)
     await exchange.run(renderer)
     assert renderer.response is not None  # every way run() returns has rendered something
     return renderer.response

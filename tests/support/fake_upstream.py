@@ -38,6 +38,8 @@ class Scenario:
     break_after_chunks: int | None = None  # drop the connection mid-stream
     error_after_chunks: int | None = None  # send an OpenAI error event mid-stream, then end
     linger_after_done_s: float = 0.0  # keep the stream open after [DONE] before ending it
+    tool_calls: list[tuple[str, str]] = field(default_factory=list)  # (name, JSON arguments) after the text
+    reasoning: str = ""  # reasoning text before the reply (as DeepSeek's `reasoning_content`)
 
     def pieces(self) -> list[str]:
         """The reply split into stream chunks (word by word, spaces kept)."""
@@ -100,6 +102,7 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/responses", self._responses)
         self._runner = web.AppRunner(app, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -211,11 +214,19 @@ class FakeUpstream:
             usage["completion_tokens_details"] = {"reasoning_tokens": sc.reasoning_tokens, "audio_tokens": 0}
         created = int(time.time())
         cid = "chatcmpl-fake"
+        finish = "tool_calls" if sc.tool_calls else "stop"
         if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": sc.reply or None}
+            if sc.reasoning:
+                message["reasoning_content"] = sc.reasoning
+            if sc.tool_calls:
+                message["tool_calls"] = [
+                    {"id": f"call_fake_{n}", "type": "function", "function": {"name": name, "arguments": args}}
+                    for n, (name, args) in enumerate(sc.tool_calls)
+                ]
             reply: dict[str, Any] = {
                 "id": cid, "object": "chat.completion", "created": created, "model": body.get("model"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": sc.reply},
-                             "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             }
             if sc.report_usage:
                 reply["usage"] = usage
@@ -233,7 +244,10 @@ class FakeUpstream:
             return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
         await resp.write(chunk({"role": "assistant", "content": ""}))
-        for i, piece in enumerate(pieces):
+        if sc.reasoning:
+            for word in sc.reasoning.split(" "):
+                await resp.write(chunk({"reasoning_content": word + " "}))
+        for i, piece in enumerate(pieces if sc.reply else ()):
             if sc.break_after_chunks is not None and i >= sc.break_after_chunks:
                 request.transport.close()  # type: ignore[union-attr]
                 return resp
@@ -248,8 +262,15 @@ class FakeUpstream:
                 await asyncio.sleep(sc.first_chunk_pause_s)
             elif sc.chunk_delay_s:
                 await asyncio.sleep(sc.chunk_delay_s)
+        for n, (name, args) in enumerate(sc.tool_calls):
+            # As OpenAI streams a call: id and name first, then the arguments in fragments.
+            await resp.write(chunk({"tool_calls": [{"index": n, "id": f"call_fake_{n}", "type": "function",
+                                                    "function": {"name": name, "arguments": ""}}]}))
+            half = len(args) // 2
+            for part in (args[:half], args[half:]):
+                await resp.write(chunk({"tool_calls": [{"index": n, "function": {"arguments": part}}]}))
         last_with_usage = include_usage and sc.usage_in_last_content_chunk
-        await resp.write(chunk({}, "stop", with_usage=last_with_usage))
+        await resp.write(chunk({}, finish, with_usage=last_with_usage))
         if include_usage and not sc.usage_in_last_content_chunk:
             obj = {"id": cid, "object": "chat.completion.chunk", "created": created,
                    "model": body.get("model"), "choices": [], "usage": usage}
@@ -257,5 +278,82 @@ class FakeUpstream:
         await resp.write(b"data: [DONE]\n\n")
         if sc.linger_after_done_s:
             await asyncio.sleep(sc.linger_after_done_s)
+        await resp.write_eof()
+        return resp
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        """The Responses API as OpenAI's reference shows it: a Response object, or typed SSE events."""
+        body = await request.json()
+        with self._lock:
+            self.requests.append(Seen(request.path, dict(request.headers), body))
+        sc = self.scenario(body.get("model", ""))
+        if sc.status >= 400:
+            payload = sc.error_body or {"error": {"message": f"fake failure {sc.status}", "type": "server_error",
+                                                  "param": None, "code": None}}
+            return web.json_response(payload, status=sc.status)
+        pieces = sc.pieces() if sc.reply else []
+        completion = sc.completion_tokens if sc.completion_tokens is not None else len(pieces)
+        usage = {"input_tokens": sc.prompt_tokens, "input_tokens_details": {"cached_tokens": sc.cached_tokens},
+                 "output_tokens": completion, "output_tokens_details": {"reasoning_tokens": sc.reasoning_tokens},
+                 "total_tokens": sc.prompt_tokens + completion}
+        message = {"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant",
+                   "content": [{"type": "output_text", "text": sc.reply, "annotations": []}]}
+        calls = [{"type": "function_call", "id": f"fc_fake_{n}", "call_id": f"call_fake_{n}", "name": name,
+                  "arguments": args, "status": "completed"} for n, (name, args) in enumerate(sc.tool_calls)]
+        output = ([message] if sc.reply else []) + calls
+
+        def response(status: str, with_output: bool) -> dict[str, Any]:
+            return {"id": "resp_fake", "object": "response", "created_at": int(time.time()), "status": status,
+                    "model": body.get("model"), "output": output if with_output else [],
+                    "usage": usage if with_output and sc.report_usage else None, "error": None,
+                    "instructions": body.get("instructions"), "tools": body.get("tools") or [],
+                    "tool_choice": body.get("tool_choice", "auto"), "parallel_tool_calls": True}
+
+        if not body.get("stream"):
+            return web.json_response(response("completed", True))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        sequence = 0
+
+        async def event(kind: str, **fields: Any) -> None:
+            nonlocal sequence
+            data = {"type": kind, "sequence_number": sequence, **fields}
+            sequence += 1
+            await resp.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
+
+        await event("response.created", response=response("in_progress", False))
+        await event("response.in_progress", response=response("in_progress", False))
+        if sc.reply:
+            await event("response.output_item.added", output_index=0,
+                        item={**message, "status": "in_progress", "content": []})
+            await event("response.content_part.added", item_id="msg_fake", output_index=0, content_index=0,
+                        part={"type": "output_text", "text": "", "annotations": []})
+            for i, piece in enumerate(pieces):
+                if sc.break_after_chunks is not None and i >= sc.break_after_chunks:
+                    request.transport.close()  # type: ignore[union-attr]
+                    return resp
+                if sc.error_after_chunks is not None and i >= sc.error_after_chunks:
+                    failed = {**response("failed", False),
+                              "error": {"code": "server_error", "message": "model overloaded mid-stream"}}
+                    await event("response.failed", response=failed)
+                    await resp.write_eof()
+                    return resp
+                await event("response.output_text.delta", item_id="msg_fake", output_index=0, content_index=0,
+                            delta=piece)
+            await event("response.output_text.done", item_id="msg_fake", output_index=0, content_index=0,
+                        text=sc.reply)
+            await event("response.content_part.done", item_id="msg_fake", output_index=0, content_index=0,
+                        part=message["content"][0])
+            await event("response.output_item.done", output_index=0, item=message)
+        for n, call in enumerate(calls):
+            index = n + (1 if sc.reply else 0)
+            await event("response.output_item.added", output_index=index,
+                        item={**call, "arguments": "", "status": "in_progress"})
+            await event("response.function_call_arguments.delta", item_id=call["id"], output_index=index,
+                        delta=call["arguments"])
+            await event("response.function_call_arguments.done", item_id=call["id"], output_index=index,
+                        arguments=call["arguments"])
+            await event("response.output_item.done", output_index=index, item=call)
+        await event("response.completed", response=response("completed", True))
         await resp.write_eof()
         return resp
