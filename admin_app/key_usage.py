@@ -72,7 +72,7 @@ def key_usage(key_id: int) -> Response:
     db.session.rollback()  # the snapshot must begin with the report's first read
     begin_snapshot(db.session)
     window = window_from(args, start=start, end_before=end_before, key_id=key_id)
-    cell_sums = cells(db.session, window, by_day=True, dims=("model",))
+    cell_sums = cells(db.session, window, by_day=True, dims=("model", "api"))
     report = breakdown(cell_sums, {})
     total = report.total.sums
     per_day = daily_sums(cell_sums)
@@ -92,6 +92,7 @@ def key_usage(key_id: int) -> Response:
         "p95_response_time": p95(db.session, window, report.total),
         "success_rate": total.success_rate,
         "model_usage": {model: usage_entry(group.sums) for model, group in report.by_model.items()},
+        "api_usage": {api: usage_entry(group.sums) for api, group in report.by_api.items()},
         "daily_usage": {
             day_date(day).isoformat(): usage_entry(per_day.get(day, Sums()))
             for day in range(first_day, first_day + days)

@@ -55,7 +55,7 @@ def group_figures(window: Window, group: Group) -> dict[str, Any]:
 
 @bp.get("/stats/total")
 def total() -> Response:
-    """Totals over all usage, with breakdowns by provider, model and key."""
+    """Totals over all usage, with breakdowns by provider, model, key and client API."""
     args = load_query(stats_query)
     begin_snapshot(db.session)
     window = window_from(args)
@@ -64,6 +64,7 @@ def total() -> Response:
     body["by_provider"] = {label: group_figures(window, g) for label, g in report.by_provider.items()}
     body["by_model"] = {label: group_figures(window, g) for label, g in report.by_model.items()}
     body["by_key"] = {label: group_figures(window, g) for label, g in report.by_key.items()}
+    body["by_api"] = {label: group_figures(window, g) for label, g in report.by_api.items()}
     return jsonify(body)
 
 

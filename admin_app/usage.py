@@ -32,10 +32,10 @@ from admin_app.schemas.usage import MAX_DAYS, ExportQuerySchema, UsageQuerySchem
 from admin_app.stats import window_from
 from admin_app.usage_figures import (
     Cells,
-    Group,
     Sums,
     Window,
     begin_snapshot,
+    breakdown,
     cells,
     cost_text,
     date_day,
@@ -51,8 +51,9 @@ export_query = ExportQuerySchema()
 EXPORT_BATCH = 1000
 EXPORT_COLUMNS = (
     "id", "request_id", "created_at", "key_id", "key_name", "provider_id", "provider_name", "model",
-    "upstream_model", "conversation_id", "transport", "stream", "prompt_tokens", "completion_tokens",
-    "total_tokens", "token_source", "cost_usd", "latency_ms", "ttft_ms", "status_code", "error_type",
+    "upstream_model", "conversation_id", "api", "transport", "stream", "prompt_tokens", "completion_tokens",
+    "total_tokens", "cached_tokens", "reasoning_tokens", "token_source", "cost_usd", "latency_ms", "ttft_ms",
+    "status_code", "error_type",
 )
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
@@ -127,10 +128,10 @@ def usage_report() -> Response:
     days = check_span(first, last_day(end_before, now))
     begin_snapshot(db.session)
     window = window_from(args, start=start, end_before=end_before)
-    per_day = daily_sums(cells(db.session, window, by_day=True, dims=()))
-    total = Group("total")
-    for sums in per_day.values():
-        total.sums.add(sums)
+    cell_sums = cells(db.session, window, by_day=True, dims=("api",))
+    per_day = daily_sums(cell_sums)
+    report = breakdown(cell_sums, {})
+    total = report.total
     first_day = date_day(first)
     body: dict[str, Any] = {
         "period": args["period"],
@@ -141,6 +142,7 @@ def usage_report() -> Response:
             {"date": day_date(day).isoformat(), **per_day.get(day, Sums()).figures(with_p95=False)}
             for day in range(first_day, first_day + days)
         ],
+        "by_api": {api: group.sums.figures(p95(db.session, window, group)) for api, group in report.by_api.items()},
     }
     return jsonify(body)
 
@@ -163,11 +165,14 @@ def _export_row(row: Any, key_names: dict[int, str]) -> dict[str, Any]:
         "model": row.model,
         "upstream_model": row.upstream_model,
         "conversation_id": row.conversation_id,
+        "api": row.api,
         "transport": row.transport,
         "stream": bool(row.stream),
         "prompt_tokens": row.prompt_tokens,
         "completion_tokens": row.completion_tokens,
         "total_tokens": row.total_tokens,
+        "cached_tokens": row.cached_tokens,
+        "reasoning_tokens": row.reasoning_tokens,
         "token_source": row.token_source,
         "cost_usd": cost_text(row.cost_usd),
         "latency_ms": row.latency_ms,

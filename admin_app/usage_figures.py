@@ -2,7 +2,7 @@
 
 Sums (requests, tokens, errors, cost, latency) come from `usage_rollup_daily`
 and `usage_rollup` (hourly), which database triggers keep equal to
-`usage_record` (migrations 0002, 0003). A window reads whole UTC days from the
+`usage_record` (migrations 0002, 0003; 0006 adds the client API to their key). A window reads whole UTC days from the
 daily table, whole hours at its ends from the hourly one, and only its partial
 hours from the raw rows, so any window costs a few thousand rollup rows plus
 at most two hours of raw rows. Conversation figures have no rollup and are
@@ -68,6 +68,7 @@ P95_RANK = 95
 LATENCY_INDEX = "ix_usage_record_latency"
 KEY_LATENCY_INDEX = "ix_usage_record_key_latency"
 MODEL_LATENCY_INDEX = "ix_usage_record_model_latency"
+API_LATENCY_INDEX = "ix_usage_record_api_latency"
 CONVERSATION_INDEX = "ix_usage_record_conversation_id"
 
 _COST_QUANTUM = Decimal(1).scaleb(-COST_PLACES)
@@ -169,6 +170,7 @@ class CellKey:
     provider_id: int | None
     provider_name: str | None
     model: str
+    api: str | None = None  # the client API spoken (chat, responses, embeddings, …)
     day: int | None = None  # days since 1970-01-01
 
 
@@ -260,7 +262,7 @@ def raw_conditions(
 
 # --- sums per cell ------------------------------------------------------------------------------
 
-ALL_DIMS = ("key_id", "provider_id", "provider_name", "model")
+ALL_DIMS = ("key_id", "provider_id", "provider_name", "model", "api")
 _HOUR_US = HOUR_S * 1_000_000
 
 
@@ -331,7 +333,8 @@ def _merge(out: Cells, key: CellKey, sums: Sums) -> None:
 
 def _cell_key(row: Any, dims: Sequence[str], day: int | None) -> CellKey:
     values = {d: (getattr(row, d) or None) if d in dims else None for d in ALL_DIMS}
-    return CellKey(values["key_id"], values["provider_id"], values["provider_name"], values["model"] or "", day)
+    return CellKey(values["key_id"], values["provider_id"], values["provider_name"], values["model"] or "",
+                   values["api"], day)
 
 
 def _add_raw(
@@ -385,10 +388,11 @@ def _add_rollup(
 class Group:
     """One line of a breakdown: its sums and the rows it stands for (for its p95)."""
 
-    dimension: str  # "total", "key", "model" or "provider"
+    dimension: str  # "total", "key", "model", "provider" or "api"
     sums: Sums = field(default_factory=Sums)
     key_id: int | None = None
     model: str | None = None
+    api: str | None = None
     pairs: set[tuple[int | None, str | None]] = field(default_factory=set)  # provider (id, recorded name)
 
     def add(self, key: CellKey, sums: Sums) -> None:
@@ -400,12 +404,13 @@ class Group:
 
 @dataclass
 class Breakdown:
-    """Totals of a window and the same figures per key, model and provider."""
+    """Totals of a window and the same figures per key, model, provider and client API."""
 
     total: Group
     by_key: dict[str, Group]
     by_model: dict[str, Group]
     by_provider: dict[str, Group]
+    by_api: dict[str, Group]
 
     def groups(self) -> Iterable[Group]:
         """Every group, total first."""
@@ -413,6 +418,7 @@ class Breakdown:
         yield from self.by_key.values()
         yield from self.by_model.values()
         yield from self.by_provider.values()
+        yield from self.by_api.values()
 
 
 def key_label(key_id: int | None) -> str:
@@ -435,21 +441,25 @@ def provider_label(key: CellKey, names: dict[int, str]) -> str:
 
 
 def breakdown(cell_sums: Cells, names: dict[int, str]) -> Breakdown:
-    """Fold cells into totals and per-key, per-model and per-provider groups (sorted labels)."""
+    """Fold cells into totals and per-key, per-model, per-provider and per-API groups (sorted labels)."""
     total = Group("total")
     by_key: dict[str, Group] = {}
     by_model: dict[str, Group] = {}
     by_provider: dict[str, Group] = {}
+    by_api: dict[str, Group] = {}
     for key, sums in cell_sums.items():
         total.add(key, sums)
         by_key.setdefault(key_label(key.key_id), Group("key", key_id=key.key_id)).add(key, sums)
         by_model.setdefault(key.model, Group("model", model=key.model)).add(key, sums)
         by_provider.setdefault(provider_label(key, names), Group("provider")).add(key, sums)
+        if key.api is not None:
+            by_api.setdefault(key.api, Group("api", api=key.api)).add(key, sums)
     return Breakdown(
         total,
         dict(sorted(by_key.items())),
         dict(sorted(by_model.items())),
         dict(sorted(by_provider.items())),
+        dict(sorted(by_api.items())),
     )
 
 
@@ -494,6 +504,8 @@ def _index_for(group: Group, window: Window) -> str | None:
         return KEY_LATENCY_INDEX
     if group.dimension == "model":
         return MODEL_LATENCY_INDEX
+    if group.dimension == "api":
+        return API_LATENCY_INDEX
     if group.dimension == "total" and window.key_id is not None:
         return KEY_LATENCY_INDEX
     if group.dimension == "total" and window.model is not None:
@@ -507,6 +519,8 @@ def _group_conditions(t: FromClause, group: Group) -> list[ColumnElement[bool]]:
         return [c.key_id.is_(None) if group.key_id is None else c.key_id == group.key_id]
     if group.dimension == "model":
         return [c.model == group.model]
+    if group.dimension == "api":
+        return [c.api == group.api]
     if group.dimension == "provider":
         terms = [
             and_(

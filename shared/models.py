@@ -152,6 +152,7 @@ class UsageRecord(Base):
         ),
         Index("ix_usage_record_key_latency", "key_id", "latency_ms", "created_at", "provider_id", "model"),
         Index("ix_usage_record_model_latency", "model", "latency_ms", "created_at", "key_id", "provider_id"),
+        Index("ix_usage_record_api_latency", "api", "latency_ms", "created_at", "key_id", "provider_id", "model"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -186,6 +187,7 @@ class RollupSums:
     provider_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     provider_name: Mapped[str] = mapped_column(String(100), primary_key=True)
     model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    api: Mapped[str] = mapped_column(String(16), primary_key=True)  # the client API spoken
     requests: Mapped[int] = mapped_column(BigInteger)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger)
     completion_tokens: Mapped[int] = mapped_column(BigInteger)
@@ -197,9 +199,9 @@ class RollupSums:
 
 
 class UsageRollup(RollupSums, Base):
-    """Usage summed per UTC hour, key, provider and model; kept by database triggers.
+    """Usage summed per UTC hour, key, provider, model and client API; kept by database triggers.
 
-    Triggers on usage_record (migration 0002) add every inserted row here and take
+    Triggers on usage_record (migrations 0002, 0006) add every inserted row here and take
     deleted ones out, so reports read a few thousand rows instead of millions.
     Absent ids are 0 and an absent provider name is '' so the key has no NULLs.
     """

@@ -143,6 +143,11 @@ class TotalStatsSchema(FiguresSchema):
         keys=fields.String(metadata={"description": "Client key id ('none' for requests without one)."}),
         values=fields.Nested(FiguresSchema),
     )
+    by_api = fields.Dict(
+        keys=fields.String(metadata={"description": "The client API spoken: chat, responses, embeddings, "
+                                                    "completions, messages or ws."}),
+        values=fields.Nested(FiguresSchema),
+    )
 
 
 class ConversationStatsSchema(FiguresSchema):

@@ -63,6 +63,8 @@ class UsageReportSchema(FiguresSchema):
     start = fields.String(metadata={"description": "First instant covered (ISO 8601, UTC)."})
     end = fields.String(metadata={"description": "End of the window, exclusive (ISO 8601, UTC)."})
     daily_breakdown = fields.List(fields.Nested(DayFiguresEntrySchema))
+    by_api = fields.Dict(keys=fields.String(metadata={"description": "The client API spoken."}),
+                         values=fields.Nested(FiguresSchema))
 
 
 class UsageEntrySchema(Schema):
@@ -91,6 +93,8 @@ class KeyUsageSchema(Schema):
     p95_response_time = fields.Float(allow_none=True, metadata={"description": "Nearest-rank p95 latency in ms."})
     success_rate = fields.Float(allow_none=True, metadata={"description": "Percent, two places."})
     model_usage = fields.Dict(keys=fields.String(), values=fields.Nested(UsageEntrySchema))
+    api_usage = fields.Dict(keys=fields.String(metadata={"description": "The client API spoken."}),
+                            values=fields.Nested(UsageEntrySchema))
     daily_usage = fields.Dict(
         keys=fields.String(metadata={"example": "2026-11-21"}), values=fields.Nested(UsageEntrySchema)
     )

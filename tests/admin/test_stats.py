@@ -72,13 +72,13 @@ def test_empty_database(admin: AdminClient) -> None:
     assert body == {
         "requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "errors": 0,
         "cost_usd": 0, "cost_usd_exact": "0.000000000000", "success_rate": None, "avg_latency_ms": None,
-        "p95_latency_ms": None, "by_provider": {}, "by_model": {}, "by_key": {},
+        "p95_latency_ms": None, "by_provider": {}, "by_model": {}, "by_key": {}, "by_api": {},
     }
 
 
 def test_total_with_breakdowns(usage: AdminClient) -> None:
     body = usage.ok("GET", "/stats/total")
-    assert set(body) == FIGURES | {"by_provider", "by_model", "by_key"}
+    assert set(body) == FIGURES | {"by_provider", "by_model", "by_key", "by_api"}
     assert _tokens(body) == (4, 130, 55, 185)
     assert body["errors"] == 2
     assert body["cost_usd"] == _cost("0.000123456789", "0.1", "1.000000000001")
@@ -95,6 +95,7 @@ def test_total_with_breakdowns(usage: AdminClient) -> None:
         "p95_latency_ms": 0.0,
     }
     assert body["by_key"] == {"none": {k: v for k, v in body.items() if k in FIGURES}}
+    assert body["by_api"] == {"chat": {k: v for k, v in body.items() if k in FIGURES}}
     assert body["cost_usd_exact"] == "1.100123456790"
     assert body["success_rate"] == 50.0
     by_model = {m: f["requests"] for m, f in body["by_model"].items()}

@@ -58,6 +58,9 @@ def _latency(rng: random.Random) -> float:
     return round(rng.uniform(20, 4000), 3)  # as the proxy records them
 
 
+APIS = ("chat", "chat", "responses", "embeddings", "ws")
+
+
 def generate(now: datetime, key_ids: list[int], provider_ids: list[int], seed: int = 5) -> list[Row]:
     """The rows of a 40-day history ending a minute before `now`."""
     rng = random.Random(seed)
@@ -89,6 +92,7 @@ def generate(now: datetime, key_ids: list[int], provider_ids: list[int], seed: i
             "provider_id": provider_id,
             "provider_name": provider_name,
             "model": model,
+            "api": APIS[i % len(APIS)],
             "conversation_id": f"conv-{i % 7}" if i % 3 == 0 else None,
             "stream": bool(i % 2),
             "prompt_tokens": prompt,
@@ -172,6 +176,7 @@ def expected_total(rows: list[Row], names: dict[int, str]) -> dict[str, Any]:
         "by_provider": grouped(rows, lambda r: provider_label(r, names)),
         "by_model": grouped(rows, lambda r: r["model"]),
         "by_key": grouped(rows, lambda r: "none" if r["key_id"] is None else str(r["key_id"])),
+        "by_api": grouped(rows, lambda r: r["api"]),
     }
 
 
@@ -296,8 +301,10 @@ def expected_key_usage(rows: list[Row], first: date, last: date) -> dict[str, An
                 "cost_exact": f["cost_usd_exact"]}
 
     by_model: dict[str, list[Row]] = {}
+    by_api: dict[str, list[Row]] = {}
     for row in rows:
         by_model.setdefault(row["model"], []).append(row)
+        by_api.setdefault(row["api"], []).append(row)
     return {
         "period_days": (last - first).days + 1,
         "total_requests": figures["requests"],
@@ -308,6 +315,7 @@ def expected_key_usage(rows: list[Row], first: date, last: date) -> dict[str, An
         "p95_response_time": figures["p95_latency_ms"],
         "success_rate": figures["success_rate"],
         "model_usage": {m: entry(members) for m, members in sorted(by_model.items())},
+        "api_usage": {a: entry(members) for a, members in sorted(by_api.items())},
         "daily_usage": {
             day.isoformat(): entry([r for r in rows if day_of(r["created_at"]) == day])
             for day in days_between(first, last)
@@ -362,6 +370,7 @@ def expected_usage(rows: list[Row], first: date, last: date) -> dict[str, Any]:
              **expected_figures([r for r in rows if day_of(r["created_at"]) == day], with_p95=False)}
             for day in days_between(first, last)
         ],
+        "by_api": grouped(rows, lambda r: r["api"]),
     }
 
 
@@ -437,19 +446,19 @@ def rollup_equals_rows(settings: Settings) -> None:
     try:
         with Session(engine) as session:
             rows = [
-                {c: getattr(r, c) for c in ("key_id", "provider_id", "provider_name", "model", "prompt_tokens",
+                {c: getattr(r, c) for c in ("key_id", "provider_id", "provider_name", "model", "api", "prompt_tokens",
                                             "completion_tokens", "total_tokens", "status_code", "cost_usd",
                                             "latency_ms", "created_at")}
                 for r in session.scalars(select(UsageRecord))
             ]
             stored = {
-                (r.hour, r.key_id, r.provider_id, r.provider_name, r.model):
+                (r.hour, r.key_id, r.provider_id, r.provider_name, r.model, r.api):
                     (r.requests, r.prompt_tokens, r.completion_tokens, r.total_tokens, r.errors, r.cost_usd,
                      r.latency_us)
                 for r in session.scalars(select(UsageRollup))
             }
             stored_daily = {
-                (r.day, r.key_id, r.provider_id, r.provider_name, r.model):
+                (r.day, r.key_id, r.provider_id, r.provider_name, r.model, r.api):
                     (r.requests, r.prompt_tokens, r.completion_tokens, r.total_tokens, r.errors, r.cost_usd,
                      r.latency_us)
                 for r in session.scalars(select(UsageRollupDaily))
@@ -460,7 +469,7 @@ def rollup_equals_rows(settings: Settings) -> None:
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
     for r in rows:
         hour = (r["created_at"] - epoch) // timedelta(hours=1)
-        key = (hour, r["key_id"] or 0, r["provider_id"] or 0, r["provider_name"] or "", r["model"])
+        key = (hour, r["key_id"] or 0, r["provider_id"] or 0, r["provider_name"] or "", r["model"], r["api"])
         sums = expected.setdefault(key, [0, 0, 0, 0, 0, Decimal(0), 0])
         for i, value in enumerate((1, r["prompt_tokens"], r["completion_tokens"], r["total_tokens"],
                                    int(r["status_code"] >= 400), r["cost_usd"],
@@ -486,6 +495,7 @@ def test_rollup_follows_inserts_updates_and_deletes(history: History, settings: 
                 .values(model="gpt-4o", status_code=503, latency_ms=UsageRecord.latency_ms + 1)
             )
             conn.execute(update(UsageRecord).where(UsageRecord.id % 11 == 0).values(key_id=None))
+            conn.execute(update(UsageRecord).where(UsageRecord.id % 13 == 0).values(api="messages"))
         rollup_equals_rows(settings)
         with engine.begin() as conn:
             conn.execute(delete(UsageRecord))
