@@ -22,7 +22,7 @@ from proxy_app.fronts.openai_http import OpenAIHttpRenderer, forward, model_of, 
 from proxy_app.hub import Piece
 
 STATEFUL_FIELDS = tuple(responses_chat.NATIVE_FIELDS)
-NAMED_TOOLS = ("function", "custom")
+NAMED_TOOLS = ("function", "custom", "namespace")
 
 
 def _check_input(value: Any) -> None:
@@ -191,7 +191,7 @@ class ResponsesRenderer(OpenAIHttpRenderer):
         if exchange.translated and reply.status < 400 and reply.obj is not None:
             base = _base(exchange)
             output, finish = responses_chat.reply_output(
-                base, reply.obj, responses_chat.custom_tool_names(exchange.client_body))
+                base, reply.obj, responses_chat.tool_names(exchange.client_body))
             upstream_model = reply.obj.get("model")
             model = upstream_model if isinstance(upstream_model, str) else exchange.model
             response = responses_chat.response_object(

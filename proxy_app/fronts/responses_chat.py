@@ -6,7 +6,7 @@ Responses object (or its typed events: `response.created` … `response.complete
 
 What the translation carries: `instructions`, `input` as a string or items (messages
 with text and image parts, function calls and their outputs, custom tool calls),
-function and custom tools, `tool_choice`, `parallel_tool_calls`, `max_output_tokens`,
+function and custom tools (and namespaces of them), `tool_choice`, `parallel_tool_calls`, `max_output_tokens`,
 temperature/top_p, `text.format` (JSON object and schema), `reasoning.effort`, and
 usage with cached and reasoning tokens. What it cannot carry (stored state such as
 `previous_response_id`, built-in tools, file inputs) is named by `native_only`, and the
@@ -30,6 +30,7 @@ NATIVE_FIELDS = {
     "prompt": "A stored 'prompt'",
 }
 TRANSLATED_TOOLS = ("function", "custom")
+NAMESPACE_JOIN = "__"  # chat function names allow [a-zA-Z0-9_-]: `namespace__tool`
 MESSAGE_ITEMS = ("message", None)
 CALL_ITEMS = ("function_call", "custom_tool_call")
 OUTPUT_ITEMS = ("function_call_output", "custom_tool_call_output")
@@ -47,7 +48,11 @@ def native_only(body: dict[str, Any]) -> str | None:
         return "'background'"
     for tool in body.get("tools") or ():
         kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind not in TRANSLATED_TOOLS:
+        if kind == "namespace":
+            inner = tool.get("tools") if isinstance(tool.get("tools"), list) else [None]
+            if any(not isinstance(t, dict) or t.get("type") not in TRANSLATED_TOOLS for t in inner):
+                return f"A namespace of tools holding other than function and custom tools ('{tool.get('name')}')"
+        elif kind not in TRANSLATED_TOOLS:
             return f"The built-in tool '{kind}'"
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") not in TRANSLATED_TOOLS:
@@ -150,32 +155,65 @@ def _tool_call(item: dict[str, Any]) -> dict[str, Any]:
     else:
         given = item.get("arguments")
         arguments = given if isinstance(given, str) else "{}"
+    name = str(item.get("name") or "")
+    if isinstance(item.get("namespace"), str) and item["namespace"]:
+        name = chat_tool_name(item["namespace"], name)
     return {"id": str(item.get("call_id") or item.get("id") or ""), "type": "function",
-            "function": {"name": str(item.get("name") or ""), "arguments": arguments}}
+            "function": {"name": name, "arguments": arguments}}
+
+
+def chat_tool_name(namespace: str, name: str) -> str:
+    """The chat function name of a tool inside a namespace (chat has no namespaces)."""
+    return f"{namespace}{NAMESPACE_JOIN}{name}"
+
+
+def _flat_tools(tools: Any) -> Iterator[tuple[str, dict[str, Any], str | None]]:
+    """(chat name, tool, namespace) of every function and custom tool, namespaces opened."""
+    for tool in tools if isinstance(tools, list) else ():
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            continue
+        if tool.get("type") in TRANSLATED_TOOLS:
+            yield tool["name"], tool, None
+        elif tool.get("type") == "namespace" and isinstance(tool.get("tools"), list):
+            for inner in tool["tools"]:
+                if isinstance(inner, dict) and inner.get("type") in TRANSLATED_TOOLS and isinstance(
+                        inner.get("name"), str):
+                    yield chat_tool_name(tool["name"], inner["name"]), inner, tool["name"]
+
+
+class ToolName:
+    """What a chat function name stands for in the Responses request."""
+
+    __slots__ = ("name", "namespace", "custom")
+
+    def __init__(self, name: str, namespace: str | None, custom: bool) -> None:
+        self.name, self.namespace, self.custom = name, namespace, custom
+
+
+def tool_names(body: dict[str, Any]) -> dict[str, ToolName]:
+    """The request's tools by the names the chat upstream calls them (for turning calls back)."""
+    return {flat: ToolName(tool["name"], namespace, tool.get("type") == "custom")
+            for flat, tool, namespace in _flat_tools(body.get("tools"))}
 
 
 def chat_tools(tools: Any) -> list[dict[str, Any]]:
     """Function tools as chat's; a custom (free-form) tool as a function taking its text as `input`."""
     out: list[dict[str, Any]] = []
-    for tool in tools if isinstance(tools, list) else ():
-        if not isinstance(tool, dict):
-            continue
-        function: dict[str, Any] = {"name": tool.get("name")}
+    for flat, tool, _namespace in _flat_tools(tools):
+        function: dict[str, Any] = {"name": flat}
         if tool.get("type") == "function":
             if tool.get("description"):
                 function["description"] = tool["description"]
             function["parameters"] = tool.get("parameters") or {"type": "object", "properties": {}}
             if tool.get("strict") is not None:
                 function["strict"] = tool["strict"]
-        elif tool.get("type") == "custom":
+        else:
             function["description"] = _custom_description(tool)
             function["parameters"] = {
                 "type": "object",
                 "properties": {"input": {"type": "string", "description": "The tool's input, as free text."}},
                 "required": ["input"],
             }
-        else:
-            continue
         out.append({"type": "function", "function": function})
     return out
 
@@ -187,12 +225,6 @@ def _custom_description(tool: dict[str, Any]) -> str:
         description += (f"\n\nThe input must follow this {fmt.get('syntax') or 'grammar'} grammar:\n"
                         f"{fmt['definition']}")
     return description
-
-
-def custom_tool_names(body: dict[str, Any]) -> frozenset[str]:
-    """The names of the request's custom tools (their calls go back as `custom_tool_call` items)."""
-    return frozenset(str(t["name"]) for t in body.get("tools") or ()
-                     if isinstance(t, dict) and t.get("type") == "custom" and isinstance(t.get("name"), str))
 
 
 def chat_body(body: dict[str, Any], stream: bool) -> dict[str, Any]:
@@ -208,7 +240,10 @@ def chat_body(body: dict[str, Any], stream: bool) -> dict[str, Any]:
         if isinstance(choice, str):
             out["tool_choice"] = choice
         elif isinstance(choice, dict) and choice.get("name"):
-            out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+            name = str(choice["name"])
+            if isinstance(choice.get("namespace"), str) and choice["namespace"]:
+                name = chat_tool_name(choice["namespace"], name)
+            out["tool_choice"] = {"type": "function", "function": {"name": name}}
         if isinstance(body.get("parallel_tool_calls"), bool):
             out["parallel_tool_calls"] = body["parallel_tool_calls"]
     if isinstance(body.get("max_output_tokens"), int):
@@ -307,23 +342,29 @@ def reasoning_item(item_id: str, text: str) -> dict[str, Any]:
             "content": [{"type": "reasoning_text", "text": text}]}
 
 
-def call_item(item_id: str, call_id: str, name: str, arguments: str, custom: bool,
+def call_item(item_id: str, call_id: str, chat_name: str, arguments: str, tools: dict[str, ToolName],
               status: str = "completed") -> dict[str, Any]:
-    """A function (or custom tool) call output item."""
-    if custom:
+    """A function (or custom tool) call output item, for a call of `chat_name` by the chat upstream."""
+    tool = tools.get(chat_name) or ToolName(chat_name, None, False)
+    name = tool.name
+    if tool.custom:
         try:
             parsed = orjson.loads(arguments)
         except orjson.JSONDecodeError:
             parsed = None
         text = parsed["input"] if isinstance(parsed, dict) and isinstance(parsed.get("input"), str) else arguments
-        return {"type": "custom_tool_call", "id": item_id, "status": status, "call_id": call_id,
+        item = {"type": "custom_tool_call", "id": item_id, "status": status, "call_id": call_id,
                 "name": name, "input": text}
-    return {"type": "function_call", "id": item_id, "status": status, "call_id": call_id,
-            "name": name, "arguments": arguments}
+    else:
+        item = {"type": "function_call", "id": item_id, "status": status, "call_id": call_id,
+                "name": name, "arguments": arguments}
+    if tool.namespace is not None:
+        item["namespace"] = tool.namespace
+    return item
 
 
 def reply_output(base: str, completion: dict[str, Any],
-                 custom: frozenset[str]) -> tuple[list[dict[str, Any]], str | None]:
+                 tools: dict[str, ToolName]) -> tuple[list[dict[str, Any]], str | None]:
     """The output items of a whole chat completion (its first choice), and its finish reason."""
     choices = completion.get("choices")
     choice = _dict(choices[0]) if isinstance(choices, list) and choices else {}
@@ -339,9 +380,8 @@ def reply_output(base: str, completion: dict[str, Any],
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict):
             continue
-        name = str(function.get("name") or "")
-        output.append(call_item(f"fc_{base}_{n}", str(call.get("id") or f"call_{base}_{n}"), name,
-                                str(function.get("arguments") or ""), name in custom))
+        output.append(call_item(f"fc_{base}_{n}", str(call.get("id") or f"call_{base}_{n}"),
+                                str(function.get("name") or ""), str(function.get("arguments") or ""), tools))
     finish = choice.get("finish_reason")
     return output, finish if isinstance(finish, str) else None
 
@@ -370,7 +410,7 @@ class ChatStreamToResponses:
 
     def __init__(self, base: str, request: dict[str, Any], model: str, created_at: int) -> None:
         self.base, self.request, self.model, self.created_at = base, request, model, created_at
-        self.custom = custom_tool_names(request)
+        self.tools = tool_names(request)
         self.sequence = 0
         self.output: list[dict[str, Any] | None] = []
         self.text: _OpenItem | None = None
@@ -460,10 +500,10 @@ class ChatStreamToResponses:
             name = str(function.get("name") or "")
             item_id = f"fc_{self.base}_{len(self.output)}"
             call_id = str(fragment.get("id") or f"call_{self.base}_{index}")
-            custom = name in self.custom
-            call = self._open("custom" if custom else "function", item_id, call_id, name)
+            tool = self.tools.get(name)
+            call = self._open("custom" if tool is not None and tool.custom else "function", item_id, call_id, name)
             self.calls[index] = call
-            item = call_item(item_id, call_id, name, "", custom, status="in_progress")
+            item = call_item(item_id, call_id, name, "", self.tools, status="in_progress")
             yield self._event("response.output_item.added", output_index=call.index, item=item)
         elif function.get("name") and not call.name:
             call.name = str(function["name"])
@@ -503,7 +543,7 @@ class ChatStreamToResponses:
         calls, self.calls = self.calls, {}
         for call in sorted(calls.values(), key=lambda c: c.index):
             arguments = "".join(call.parts)
-            item = call_item(call.id, call.call_id, call.name, arguments, call.kind == "custom")
+            item = call_item(call.id, call.call_id, call.name, arguments, self.tools)
             if call.kind == "custom":
                 yield self._event("response.custom_tool_call_input.delta", item_id=call.id,
                                   output_index=call.index, delta=item["input"])
@@ -511,7 +551,7 @@ class ChatStreamToResponses:
                                   output_index=call.index, input=item["input"])
             else:
                 yield self._event("response.function_call_arguments.done", item_id=call.id,
-                                  output_index=call.index, name=call.name, arguments=arguments)
+                                  output_index=call.index, name=item["name"], arguments=arguments)
             self.output[call.index] = item
             yield self._event("response.output_item.done", output_index=call.index, item=item)
 
