@@ -36,6 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CLIENT_KEY = "nx-bench-client-key-0123456789abcdefghijklmnopq"
 MODEL = "bench-model"
 MODEL_NOUSAGE = "bench-model-nousage"
+MODEL_CHAT_ONLY = "bench-chat-only"  # on a provider declaring apis ["chat"]: Responses go through the translation
 PROXY_CPU = 0
 LOAD_CPU = 1
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -184,6 +185,12 @@ def seed_database(database_url: str, mock_url: str) -> None:
             for name in (MODEL, MODEL_NOUSAGE):
                 s.add(ProviderModel(provider_id=provider.id, model_name=name,
                                     input_price=Decimal("0.15"), output_price=Decimal("0.60")))
+            chat_only = Provider(name="mock-chat-only", server_url=mock_url, server_key="sk-bench-upstream-secret",
+                                 apis=["chat"])
+            s.add(chat_only)
+            s.flush()
+            s.add(ProviderModel(provider_id=chat_only.id, model_name=MODEL_CHAT_ONLY, upstream_name=MODEL,
+                                input_price=Decimal("0.15"), output_price=Decimal("0.60")))
             s.add(ApiKey(name="bench", key_hash=hash_key(CLIENT_KEY), key_hint=key_hint(CLIENT_KEY)))
             bump_config_version(s)
     finally:
@@ -378,6 +385,31 @@ def embeddings_request(port: int, *, model: str = MODEL, key: str = CLIENT_KEY) 
     return head.encode() + raw
 
 
+def responses_request(port: int, *, model: str = MODEL, key: str = CLIENT_KEY) -> bytes:
+    """Raw bytes of one streamed POST /v1/responses (a short input)."""
+    raw = orjson.dumps({"model": model, "input": "Say hello in one short sentence.", "stream": True})
+    head = (
+        f"POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(raw)}\r\n\r\n"
+    )
+    return head.encode() + raw
+
+
+def responses_validator(chunks: int) -> Callable[[int, bytes], str | None]:
+    """A 200 Responses stream: every text delta, then `response.completed` with usage."""
+
+    def check(status: int, body: bytes) -> str | None:
+        if status != 200:
+            return f"status {status}: {body[:200]!r}"
+        deltas = body.count(b"event: response.output_text.delta\n")
+        if deltas != chunks or b"event: response.completed\n" not in body[-4096:] or b'"usage"' not in body[-4096:]:
+            return f"stream of {deltas} text deltas (expected {chunks}): {body[-200:]!r}"
+        return None
+
+    return check
+
+
 def embeddings_validator(status: int, body: bytes) -> str | None:
     """A 200 list of embeddings."""
     if status != 200 or b'"embedding"' not in body:
@@ -413,6 +445,10 @@ def simple_request(port: int, stream: bool, chunks: int, mode: str = "") -> Requ
     """The benchmark's request: a short prompt, no conversation id, no usage chunk asked for."""
     if mode == "embeddings":
         return Request(embeddings_request(port), embeddings_validator)
+    if mode == "responses":
+        return Request(responses_request(port), responses_validator(chunks))
+    if mode == "responses-chat":
+        return Request(responses_request(port, model=MODEL_CHAT_ONLY), responses_validator(chunks))
     if stream:
         return Request(chat_request(port, stream=True), stream_validator(chunks, False))
     return Request(chat_request(port, stream=False), json_validator)

@@ -49,6 +49,7 @@ class MockUpstream:
         self._stream: dict[str, tuple[list[bytes], bytes, bytes]] = {}
         self._pieces = [WORDS[i % len(WORDS)] for i in range(cfg.chunks)]
         self._embedding: bytes | None = None
+        self._responses: dict[str, list[bytes]] = {}
 
     def _usage(self) -> dict[str, int]:
         completion = self.cfg.chunks
@@ -109,6 +110,63 @@ class MockUpstream:
         await resp.write_eof()
         return resp
 
+    def responses_events(self, model: str) -> list[bytes]:
+        """A streamed Response for `model`, event by event, as OpenAI's reference shows one."""
+        cached = self._responses.get(model)
+        if cached is None:
+            sequence = iter(range(1_000_000))
+
+            def event(kind: str, **fields: Any) -> bytes:
+                data = orjson.dumps({"type": kind, "sequence_number": next(sequence), **fields})
+                return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+
+            text = "".join(self._pieces)
+            part = {"type": "output_text", "text": text, "annotations": []}
+            item = {"type": "message", "id": "msg_mock", "status": "completed", "role": "assistant", "content": [part]}
+            usage = self._usage()
+            response = {"id": "resp_mock", "object": "response", "created_at": CREATED, "model": model,
+                        "status": "in_progress", "output": [], "usage": None}
+            cached = [
+                event("response.created", response=response),
+                event("response.in_progress", response=response),
+                event("response.output_item.added", output_index=0, item={**item, "status": "in_progress",
+                                                                          "content": []}),
+                event("response.content_part.added", item_id="msg_mock", output_index=0, content_index=0,
+                      part={**part, "text": ""}),
+                *(event("response.output_text.delta", item_id="msg_mock", output_index=0, content_index=0,
+                        delta=piece) for piece in self._pieces),
+                event("response.output_text.done", item_id="msg_mock", output_index=0, content_index=0, text=text),
+                event("response.content_part.done", item_id="msg_mock", output_index=0, content_index=0, part=part),
+                event("response.output_item.done", output_index=0, item=item),
+                event("response.completed", response={
+                    **response, "status": "completed", "output": [item],
+                    "usage": {"input_tokens": usage["prompt_tokens"], "output_tokens": usage["completion_tokens"],
+                              "total_tokens": usage["total_tokens"], "input_tokens_details": {"cached_tokens": 0},
+                              "output_tokens_details": {"reasoning_tokens": 0}}}),
+            ]
+            self._responses[model] = cached
+        return cached
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        """Answer one streamed Responses request natively."""
+        self.chat_requests += 1  # one counter: the bench checks one upstream request per client request
+        body = orjson.loads(await request.read())
+        if self.cfg.latency_s:
+            await asyncio.sleep(self.cfg.latency_s)
+        events = self.responses_events(str(body.get("model", "")))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        delay = self.cfg.chunk_delay_s
+        head, deltas, tail = events[:4], events[4:-4], events[-4:]
+        await resp.write(b"".join(head))
+        for i, event in enumerate(deltas):
+            await resp.write(event)
+            if delay and i < len(deltas) - 1:
+                await asyncio.sleep(delay)
+        await resp.write(b"".join(tail))
+        await resp.write_eof()
+        return resp
+
     async def embeddings(self, request: web.Request) -> web.Response:
         """Answer one embeddings request: a 1,536-float vector per input, as text-embedding-3-small's."""
         self.chat_requests += 1  # one counter: the bench checks one upstream request per client request
@@ -134,6 +192,7 @@ class MockUpstream:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/v1/responses", self.responses)
         app.router.add_get("/stats", self.stats)
         return app
 
