@@ -122,7 +122,7 @@ class AccessLogSink:
         """Write the line through the proxy's batching log handler."""
         ex, usage = outcome.exchange, outcome.usage
         log_info_line(
-            access_log, "%s %s key=%s model=%s provider=%s status=%d latency_ms=%.1f tokens=%d/%d source=%s",
-            ex.request_id, ex.transport, ex.key.hint, ex.model, ex.route.provider.name, outcome.status,
+            access_log, "%s %s api=%s key=%s model=%s provider=%s status=%d latency_ms=%.1f tokens=%d/%d source=%s",
+            ex.request_id, ex.transport, ex.api.name, ex.key.hint, ex.model, ex.route.provider.name, outcome.status,
             outcome.latency_ms, usage.prompt_tokens, usage.completion_tokens, usage.source,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -19,7 +20,7 @@ import requests
 
 from tests.proxy.conftest import Gateway
 from tests.support.fake_upstream import Scenario
-from tests.support.seed import add_model, add_provider
+from tests.support.seed import add_key, add_model, add_provider
 
 pytestmark = pytest.mark.db
 
@@ -276,3 +277,63 @@ def test_bad_bodies_are_400_and_reach_nobody(gateway: Gateway, body: dict[str, A
     r = requests.post(gateway.url + "/v1/responses", headers=gateway.headers(), json=body, timeout=10)
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     assert gateway.upstream.requests == [] and gateway.flushed_rows() == []
+
+
+# --- everything chat has ----------------------------------------------------------------------
+
+
+def test_archive_conversation_and_access_log(make_gateway: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="nexusai.proxy.access")
+    gw: Gateway = make_gateway(archive_messages=True)
+    chat_only = add_provider(gw.engine, "chatonly", gw.upstream.base_url, apis=["chat"])
+    add_model(gw.engine, chat_only, "deepseek-chat")
+    gw.wait_config()
+    gw.upstream.default = Scenario(tool_calls=[("shell", '{"command":["ls"]}')])
+    for model, stream in (("gpt-4o-mini", False), ("gpt-4o-mini", True), ("deepseek-chat", False),
+                          ("deepseek-chat", True)):
+        r = requests.post(gw.url + "/v1/responses", headers={**gw.headers(), "X-Conversation-Id": "conv-resp"},
+                          json={"model": model, "input": "Archive this.", "stream": stream, "tools": [SHELL_TOOL]},
+                          timeout=10)
+        assert r.status_code == 200 and r.headers["X-Conversation-Id"] == "conv-resp"
+        assert r.content
+    rows = gw.wait_rows(4)
+    assert {row.conversation_id for row in rows} == {"conv-resp"}
+    gw.proxy.stop()  # flushes the writers
+    entries = [json.loads(line) for path in sorted(gw.settings.messages_dir.rglob("*.jsonl"))
+               for line in path.read_text().splitlines()]
+    assert len(entries) == 4
+    for entry in entries:
+        assert entry["request"]["input"] == "Archive this."  # as the client sent it
+        assert entry["reply"]["content"] == REPLY
+        assert entry["reply"]["tool_calls"][0]["function"] == {"name": "shell", "arguments": '{"command":["ls"]}'}
+    access = [r.getMessage() for r in caplog.records if r.name == "nexusai.proxy.access"]
+    assert sum(" http api=responses " in line and " status=200 " in line for line in access) == 4
+
+
+def test_failover_from_a_native_provider_to_a_chat_only_one(gateway: Gateway, client: openai.OpenAI) -> None:
+    # The native provider of gpt-4o-mini fails with 503; the chat-only one (lower priority) answers.
+    add_model(gateway.engine, 2, "gpt-4o-mini", upstream_name="gpt-4o-mini-backup")
+    with gateway.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE provider SET priority = 10 WHERE name = 'fake'")
+    gateway.wait_config()
+    gateway.upstream.scenarios["gpt-4o-mini"] = Scenario(status=503)
+    reply = client.responses.create(model="gpt-4o-mini", input="hi")
+    assert reply.output_text == REPLY and reply.object == "response"
+    assert [r.path for r in gateway.upstream.requests] == ["/v1/responses", "/v1/chat/completions"]
+    (row,) = gateway.wait_rows(1)
+    assert (row.provider_name, row.api, row.status_code) == ("chatonly", "responses", 200)
+
+
+def test_limits_reserve_max_output_tokens(gateway: Gateway) -> None:
+    # While it runs a request holds its prompt (8 tokens as chat counts "hi") plus max_output_tokens.
+    limited = "nx-responses-limited-key-0123456789abcd"
+    add_key(gateway.engine, limited, name="resp", tpm=200)
+    gateway.wait_config()
+    r = requests.post(gateway.url + "/v1/responses", headers={"x-api-key": limited}, timeout=10,
+                      json={"model": "deepseek-chat", "input": "hi", "max_output_tokens": 50})
+    assert r.status_code == 200 and r.headers["x-ratelimit-limit-tokens"] == "200"
+    assert r.headers["x-ratelimit-remaining-tokens"] == str(200 - 8 - 50)
+    gateway.wait_rows(1)  # settled: the 24 tokens the fake reported are in the window
+    r = requests.post(gateway.url + "/v1/responses", headers=gateway.headers(limited), timeout=10,
+                      json={"model": "gpt-4o-mini", "input": "hi", "max_output_tokens": 100})
+    assert r.status_code == 200 and r.headers["x-ratelimit-remaining-tokens"] == str(200 - 24 - 8 - 100)
