@@ -23,6 +23,7 @@ from proxy_app.hub import Piece
 
 STATEFUL_FIELDS = tuple(responses_chat.NATIVE_FIELDS)
 NAMED_TOOLS = ("function", "custom", "namespace")
+ROLES = ("user", "assistant", "system", "developer")
 
 
 def _check_input(value: Any) -> None:
@@ -35,9 +36,10 @@ def _check_input(value: Any) -> None:
             raise bad_request(f"'input[{n}]' must be an object.", param=f"input[{n}]")
         if item.get("type") in (None, "message"):
             content = item.get("content")
-            if not isinstance(item.get("role"), str) or not isinstance(content, (str, list)):
-                raise bad_request(f"'input[{n}]' is a message: it needs a 'role' and a 'content' string or list.",
-                                  param=f"input[{n}]")
+            if item.get("role") not in ROLES or not isinstance(content, (str, list)):
+                raise bad_request(
+                    f"'input[{n}]' is a message: it needs a 'role' ({', '.join(ROLES)}) and a 'content' string or "
+                    "list.", param=f"input[{n}]")
         elif not isinstance(item.get("type"), str):
             raise bad_request(f"'input[{n}].type' must be a string.", param=f"input[{n}].type")
 

@@ -268,6 +268,7 @@ def test_native_only_requests_go_to_a_native_provider_of_the_model(gateway: Gate
     {"model": "gpt-4o-mini", "input": 5},
     {"model": "gpt-4o-mini", "input": ["not an item"]},
     {"model": "gpt-4o-mini", "input": [{"role": "user"}]},
+    {"model": "gpt-4o-mini", "input": [{"role": "tool", "content": "x"}]},
     {"model": "gpt-4o-mini", "input": "x", "tools": [{"type": "function"}]},
     {"model": "gpt-4o-mini", "input": "x", "max_output_tokens": 0},
     {"model": "gpt-4o-mini", "input": "x", "instructions": ["no"]},
