@@ -27,6 +27,17 @@ PATHS = {
 
 # The events that end a Responses stream (it has no `data: [DONE]`); `response.failed` is a fault.
 RESPONSES_ENDS = frozenset({"response.completed", "response.incomplete"})
+_RESPONSES_END_NAMES = frozenset(name.encode() for name in RESPONSES_ENDS)
+# Events that repeat what the deltas already said (or say nothing the exchange meters): passed on
+# unparsed. The `.done` events repeat the whole text, so parsing them cost more than the deltas did.
+UNMETERED_EVENTS = frozenset({
+    b"response.created", b"response.in_progress", b"response.queued", b"response.output_item.done",
+    b"response.content_part.added", b"response.content_part.done", b"response.output_text.done",
+    b"response.output_text.annotation.added", b"response.function_call_arguments.done",
+    b"response.custom_tool_call_input.done", b"response.reasoning_text.done",
+    b"response.reasoning_summary_part.added", b"response.reasoning_summary_part.done",
+    b"response.reasoning_summary_text.done",
+})
 
 
 class OpenAIStream:
@@ -53,11 +64,11 @@ class ResponsesStream(OpenAIStream):
 
     def feed(self, data: bytes) -> list[Piece]:
         """The pieces of one read, the closing event marked as the end."""
-        return [_mark_end(piece) for piece in super().feed(data)]
+        return [_responses_piece(raw) for raw in self._splitter.feed(data)]
 
     def close(self) -> list[Piece]:
         """An unterminated last event."""
-        return [_mark_end(piece) for piece in super().close()]
+        return [_responses_piece(raw) for raw in self._splitter.close()]
 
 
 def _piece(raw: bytes) -> Piece:
@@ -67,7 +78,17 @@ def _piece(raw: bytes) -> Piece:
     return Piece(obj if isinstance(obj, dict) else None, raw)
 
 
-def _mark_end(piece: Piece) -> Piece:
+def _responses_piece(raw: bytes) -> Piece:
+    if raw.startswith(b"event: "):  # as OpenAI frames every event: its name first, then its data
+        end = raw.find(b"\n", 7)
+        name = raw[7:end].rstrip(b"\r ")
+        if name in UNMETERED_EVENTS:
+            return Piece(None, raw)
+        piece = _piece(raw[end + 1:])
+        piece.raw = raw
+        piece.done = name in _RESPONSES_END_NAMES
+        return piece
+    piece = _piece(raw)
     if piece.obj is not None and piece.obj.get("type") in RESPONSES_ENDS:
         piece.done = True
     return piece

@@ -132,6 +132,17 @@ def _usage(outcome: Outcome) -> dict[str, Any]:
                                        usage.cached_tokens, usage.reasoning_tokens)
 
 
+def _sequence_number(raw: bytes) -> int:
+    """The `sequence_number` of an event as the upstream sent it (-1 when it has none)."""
+    at = raw.find(b"data:")
+    try:
+        obj = orjson.loads(raw[at + 5:]) if at >= 0 else None
+    except orjson.JSONDecodeError:
+        return -1
+    number = obj.get("sequence_number") if isinstance(obj, dict) else None
+    return number if isinstance(number, int) else -1
+
+
 def _base(exchange: Exchange) -> str:
     return exchange.request_id.removeprefix("req_")
 
@@ -143,14 +154,13 @@ def _created_at(exchange: Exchange) -> int:
 class ResponsesRenderer(OpenAIHttpRenderer):
     """Native replies and events as they came; translated ones rendered from chat into Responses' shapes."""
 
-    __slots__ = ("_events", "_ended", "_last_sequence", "_response_id")
+    __slots__ = ("_events", "_ended", "_last_raw")
 
     def __init__(self, request: web.Request) -> None:
         super().__init__(request, True)
         self._events: responses_chat.ChatStreamToResponses | None = None
         self._ended = False
-        self._last_sequence = -1
-        self._response_id: str | None = None
+        self._last_raw = b""
 
     async def start_stream(self, exchange: Exchange) -> None:
         """The SSE head; translated, `response.created` right away (the client sees progress at once)."""
@@ -164,14 +174,7 @@ class ResponsesRenderer(OpenAIHttpRenderer):
         """Native events as they came; chat chunks as the Responses events they amount to."""
         events = self._events
         if events is None:
-            for piece in pieces:
-                obj = piece.obj
-                if obj is not None:
-                    sequence = obj.get("sequence_number")
-                    if isinstance(sequence, int):
-                        self._last_sequence = sequence
-                    if self._response_id is None and isinstance(obj.get("response"), dict):
-                        self._response_id = obj["response"].get("id")
+            self._last_raw = pieces[-1].raw  # read only if the stream fails (for its sequence number)
             await self._write(pieces[0].raw if len(pieces) == 1 else b"".join(p.raw for p in pieces))
             return
         parts = [event for piece in pieces if piece.obj is not None for event in events.chunk(piece.obj)]
@@ -213,10 +216,10 @@ class ResponsesRenderer(OpenAIHttpRenderer):
             data = self._events.fail(code, error.message)
         else:
             response = responses_chat.response_object(
-                (self._response_id or "resp_" + _base(exchange)).removeprefix("resp_"), exchange.client_body,
-                exchange.model, _created_at(exchange), "failed", [], None,
+                _base(exchange), exchange.client_body, exchange.model, _created_at(exchange), "failed", [], None,
                 error={"code": code, "message": error.message})
-            data = responses_chat.event_bytes({"type": "response.failed", "sequence_number": self._last_sequence + 1,
+            data = responses_chat.event_bytes({"type": "response.failed",
+                                               "sequence_number": _sequence_number(self._last_raw) + 1,
                                                "response": response})
         try:
             await stream.write(data)
