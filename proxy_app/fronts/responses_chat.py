@@ -397,12 +397,21 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 class _OpenItem:
-    __slots__ = ("index", "id", "kind", "parts", "call_id", "name")
+    __slots__ = ("index", "id", "kind", "parts", "call_id", "name", "delta_head")
 
     def __init__(self, index: int, item_id: str, kind: str, call_id: str = "", name: str = "") -> None:
         self.index, self.id, self.kind = index, item_id, kind
         self.parts: list[str] = []
         self.call_id, self.name = call_id, name
+        self.delta_head = b""  # the bytes every delta event of this item starts with
+
+
+def _delta_head(kind: str, item: _OpenItem, content_index: bool) -> bytes:
+    """The constant start of an item's delta events, up to its sequence number (one per delta, built once)."""
+    fields = {"type": kind, "item_id": item.id, "output_index": item.index}
+    if content_index:
+        fields["content_index"] = 0
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(fields)[:-1] + b',"sequence_number":'
 
 
 class ChatStreamToResponses:
@@ -471,9 +480,9 @@ class ChatStreamToResponses:
             self.reasoning = opened = self._open("reasoning", item_id)
             yield self._event("response.output_item.added", output_index=opened.index,
                               item={"type": "reasoning", "id": item_id, "summary": [], "content": []})
+            opened.delta_head = _delta_head("response.reasoning_text.delta", opened, True)
         self.reasoning.parts.append(text)
-        yield self._event("response.reasoning_text.delta", item_id=self.reasoning.id,
-                          output_index=self.reasoning.index, content_index=0, delta=text)
+        yield self._delta(self.reasoning, text)
 
     def _text_delta(self, text: str) -> Iterator[bytes]:
         if self.text is None:
@@ -485,9 +494,14 @@ class ChatStreamToResponses:
                                     "role": "assistant", "content": []})
             yield self._event("response.content_part.added", item_id=item_id, output_index=opened.index,
                               content_index=0, part={"type": "output_text", "text": "", "annotations": []})
+            opened.delta_head = _delta_head("response.output_text.delta", opened, True)
         self.text.parts.append(text)
-        yield self._event("response.output_text.delta", item_id=self.text.id, output_index=self.text.index,
-                          content_index=0, delta=text, logprobs=[])
+        yield self._delta(self.text, text, b',"logprobs":[]}\n\n')
+
+    def _delta(self, item: _OpenItem, text: str, tail: bytes = b"}\n\n") -> bytes:
+        # The hot path (one event per upstream chunk): the constant part of the event is built once per item.
+        sequence, self.sequence = self.sequence, self.sequence + 1
+        return item.delta_head + str(sequence).encode() + b',"delta":' + orjson.dumps(text) + tail
 
     def _call_fragment(self, fragment: dict[str, Any]) -> Iterator[bytes]:
         given = fragment.get("index")
@@ -511,8 +525,9 @@ class ChatStreamToResponses:
         if isinstance(arguments, str) and arguments:
             call.parts.append(arguments)
             if call.kind == "function":  # a custom call's input is known only once its JSON is whole
-                yield self._event("response.function_call_arguments.delta", item_id=call.id,
-                                  output_index=call.index, delta=arguments)
+                if not call.delta_head:
+                    call.delta_head = _delta_head("response.function_call_arguments.delta", call, False)
+                yield self._delta(call, arguments)
 
     def _close_reasoning(self) -> Iterator[bytes]:
         opened, self.reasoning = self.reasoning, None
