@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -20,7 +21,7 @@ from proxy_app.app_keys import STATE, WS_SESSIONS
 from proxy_app.auth import authenticate, extract_key
 from proxy_app.cors import origin_allowed
 from proxy_app.errors import ProxyError, bad_request, echo
-from proxy_app.exchange import new_conversation_id, open_exchange
+from proxy_app.exchange import new_conversation_id, new_request_id, open_exchange
 from proxy_app.exchange.state import ProxyState
 from proxy_app.fronts.chat import CHAT
 from proxy_app.fronts.json_body import parse_json
@@ -57,8 +58,11 @@ async def ws_chat(request: web.Request) -> web.StreamResponse:
         raise ProxyError(403, "This origin may not open the WebSocket (CORS_ORIGINS).", type="permission_error",
                          code="origin_not_allowed")
     raw_key = extract_key(request.headers, request.query)
+    # The socket's own id, on its 101 and its access line; each chat on it is an exchange with its own.
+    session = WsSession(state, ws, new_request_id())
+    ws.headers["X-Request-Id"] = session.id
+    started = time.perf_counter()
     await ws.prepare(request)
-    session = WsSession(state, ws)
     sessions = request.app[WS_SESSIONS]
     sessions.add(session)
     try:
@@ -67,6 +71,8 @@ async def ws_chat(request: web.Request) -> web.StreamResponse:
     finally:
         session.stop_all(STOP_CLOSED)
         sessions.discard(session)
+        access_log.info("%s ws /ws/chat status=101 chats=%d close=%s duration_ms=%.1f", session.id,
+                        session.chats, ws.close_code, (time.perf_counter() - started) * 1000.0)
     return ws
 
 
@@ -99,9 +105,11 @@ async def close_websockets(app: web.Application) -> None:
 class WsSession:
     """One authenticated socket: dispatches client messages and owns its turns."""
 
-    def __init__(self, state: ProxyState, ws: web.WebSocketResponse) -> None:
+    def __init__(self, state: ProxyState, ws: web.WebSocketResponse, session_id: str) -> None:
         self.state = state
         self.ws = ws
+        self.id = session_id
+        self.chats = 0  # chat requests started on the socket
         self.turns: dict[ChatId, Turn] = {}
         # Turns without their own conversation id share the socket's.
         self.conversation_id = new_conversation_id()
@@ -171,7 +179,7 @@ class WsSession:
         return key.strip()
 
     async def _refuse(self, exc: ProxyError) -> None:
-        access_log.info("- ws /ws/chat status=%d code=%s", exc.status, exc.code)
+        access_log.info("%s ws /ws/chat status=%d code=%s", self.id, exc.status, exc.code)
         await self.send_error(None, exc)
         await self.ws.close(code=CLOSE_AUTH_FAILED, message=(exc.code or "unauthorized").encode())
 
@@ -249,6 +257,7 @@ class WsSession:
         )
         turn = Turn(exchange, chat_id, self.send)
         self.turns[chat_id] = turn
+        self.chats += 1
         task = asyncio.get_running_loop().create_task(turn.run(), name=f"ws-chat-{exchange.request_id}")
         turn.task = task
         # In the app's background set, so shutdown waits for the turn to record itself.

@@ -6,7 +6,9 @@ per 1M tokens; the fake upstream answers each API as OpenAI's reference describe
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 import struct
 from collections.abc import Iterator
 from decimal import Decimal
@@ -212,16 +214,30 @@ def test_without_cors_origins_nothing_is_added(gateway: Gateway) -> None:
     assert r.status_code == 401 and "Access-Control-Allow-Origin" not in r.headers
 
 
-async def test_a_websocket_from_another_origin_is_refused(cors_gateway: Gateway) -> None:
+async def test_a_websocket_from_another_origin_is_refused(cors_gateway: Gateway,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
     from websockets.asyncio.client import connect
     from websockets.exceptions import InvalidStatus
 
+    caplog.set_level(logging.INFO, logger="nexusai.proxy.access")
     url = cors_gateway.url.replace("http://", "ws://") + "/ws/chat"
     with pytest.raises(InvalidStatus) as refused:
         async with connect(url, origin="https://evil.example",  # type: ignore[arg-type]
                            additional_headers=cors_gateway.headers()):
             pass
     assert refused.value.response.status_code == 403
+    assert refused.value.response.headers["X-Request-Id"].startswith("req_")
     async with connect(url, origin=ORIGIN, additional_headers=cors_gateway.headers()) as ws:  # type: ignore[arg-type]
         await ws.send('{"type": "ping"}')
         assert "pong" in str(await ws.recv())
+    # The 101 names the socket, and its access line says so when it closes.
+    assert ws.response is not None
+    session_id = ws.response.headers["X-Request-Id"]
+    assert session_id.startswith("req_")
+    for _ in range(50):  # bounded: the line is written as the server's side of the socket ends
+        lines = [r.getMessage() for r in caplog.records if r.name == "nexusai.proxy.access"]
+        if any(line.startswith(f"{session_id} ws /ws/chat status=101 chats=0 close=1000") for line in lines):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"no access line for {session_id}: {lines}")
