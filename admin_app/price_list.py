@@ -27,15 +27,18 @@ from decimal import Decimal
 
 @dataclass(frozen=True)
 class ListPrice:
-    """USD per 1M tokens; `cached_input` is the cache-hit input price where one is published."""
+    """USD per 1M tokens; `cached_input` is the cache-hit input price, `cache_write` the cache-write one,
+    where published."""
 
     input: Decimal
     output: Decimal
     cached_input: Decimal | None = None
+    cache_write: Decimal | None = None
 
 
-def _p(input_price: str, output_price: str, cached: str | None = None) -> ListPrice:
-    return ListPrice(Decimal(input_price), Decimal(output_price), Decimal(cached) if cached else None)
+def _p(input_price: str, output_price: str, cached: str | None = None, write: str | None = None) -> ListPrice:
+    return ListPrice(Decimal(input_price), Decimal(output_price), Decimal(cached) if cached else None,
+                     Decimal(write) if write else None)
 
 
 PRICES: dict[str, ListPrice] = {
@@ -68,18 +71,19 @@ PRICES: dict[str, ListPrice] = {
     "gpt-3.5-turbo": _p("0.50", "1.50"),
     "gpt-3.5-turbo-instruct": _p("1.50", "2.00"),
     # Anthropic — https://www.anthropic.com/pricing#api (and
-    # https://docs.anthropic.com/en/docs/about-claude/pricing), as of 2025-10-15; cached = cache read.
-    "claude-haiku-4-5": _p("1.00", "5.00", "0.10"),
-    "claude-sonnet-4-5": _p("3.00", "15.00", "0.30"),
-    "claude-opus-4-1": _p("15.00", "75.00", "1.50"),
-    "claude-opus-4": _p("15.00", "75.00", "1.50"),
-    "claude-sonnet-4": _p("3.00", "15.00", "0.30"),
-    "claude-3-7-sonnet": _p("3.00", "15.00", "0.30"),
-    "claude-3-5-sonnet": _p("3.00", "15.00", "0.30"),
-    "claude-3-5-haiku": _p("0.80", "4.00", "0.08"),
-    "claude-3-opus": _p("15.00", "75.00", "1.50"),
+    # https://docs.anthropic.com/en/docs/about-claude/pricing), as of 2025-10-15; cached = cache read,
+    # write = a 5-minute cache write (1.25 times the input price).
+    "claude-haiku-4-5": _p("1.00", "5.00", "0.10", "1.25"),
+    "claude-sonnet-4-5": _p("3.00", "15.00", "0.30", "3.75"),
+    "claude-opus-4-1": _p("15.00", "75.00", "1.50", "18.75"),
+    "claude-opus-4": _p("15.00", "75.00", "1.50", "18.75"),
+    "claude-sonnet-4": _p("3.00", "15.00", "0.30", "3.75"),
+    "claude-3-7-sonnet": _p("3.00", "15.00", "0.30", "3.75"),
+    "claude-3-5-sonnet": _p("3.00", "15.00", "0.30", "3.75"),
+    "claude-3-5-haiku": _p("0.80", "4.00", "0.08", "1.00"),
+    "claude-3-opus": _p("15.00", "75.00", "1.50", "18.75"),
     "claude-3-sonnet": _p("3.00", "15.00"),
-    "claude-3-haiku": _p("0.25", "1.25", "0.03"),
+    "claude-3-haiku": _p("0.25", "1.25", "0.03", "0.30"),
     # Google Gemini API — https://ai.google.dev/gemini-api/docs/pricing, as of 2025-07-22;
     # prompts up to 200k tokens (128k for 1.5), text input.
     "gemini-2.5-pro": _p("1.25", "10.00", "0.31"),

@@ -58,6 +58,7 @@ def fill_list_prices(data: dict[str, Any]) -> None:
         ("input_price", price.input),
         ("output_price", price.output),
         ("cached_input_price", price.cached_input),
+        ("cache_write_price", price.cache_write),
     ):
         if field not in data and value is not None:
             data[field] = value

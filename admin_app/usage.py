@@ -52,8 +52,8 @@ EXPORT_BATCH = 1000
 EXPORT_COLUMNS = (
     "id", "request_id", "created_at", "key_id", "key_name", "provider_id", "provider_name", "model",
     "upstream_model", "conversation_id", "api", "transport", "stream", "prompt_tokens", "completion_tokens",
-    "total_tokens", "cached_tokens", "reasoning_tokens", "token_source", "cost_usd", "latency_ms", "ttft_ms",
-    "status_code", "error_type",
+    "total_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "token_source", "cost_usd",
+    "latency_ms", "ttft_ms", "status_code", "error_type",
 )
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
@@ -172,6 +172,7 @@ def _export_row(row: Any, key_names: dict[int, str]) -> dict[str, Any]:
         "completion_tokens": row.completion_tokens,
         "total_tokens": row.total_tokens,
         "cached_tokens": row.cached_tokens,
+        "cache_write_tokens": row.cache_write_tokens,
         "reasoning_tokens": row.reasoning_tokens,
         "token_source": row.token_source,
         "cost_usd": cost_text(row.cost_usd),

@@ -53,6 +53,7 @@ class Route:
     output_price: Decimal | None
     created: int
     cached_input_price: Decimal | None = None
+    cache_write_price: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,7 @@ def load_snapshot(engine: Engine) -> Snapshot:
                     output_price=m.output_price,
                     created=int(m.created_at.timestamp()),
                     cached_input_price=m.cached_input_price,
+                    cache_write_price=m.cache_write_price,
                 )
             )
         key_cfgs = {

@@ -65,6 +65,46 @@ def error_object(message: str, type: str, code: str | None, param: str | None = 
     return {"message": message, "type": type, "param": param, "code": code}
 
 
+# Anthropic's error types by status (its API reference, "Errors").
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 402: "billing_error", 403: "permission_error",
+    404: "not_found_error", 408: "timeout_error", 413: "request_too_large", 429: "rate_limit_error",
+    500: "api_error", 502: "api_error", 503: "overloaded_error", 504: "timeout_error", 529: "overloaded_error",
+}
+ANTHROPIC_PATH_PREFIX = "/v1/messages"
+
+
+def anthropic_error_type(status: int) -> str:
+    """Anthropic's error type for an HTTP status."""
+    return ANTHROPIC_ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+
+
+def anthropic_error_bytes(status: int, message: str, request_id: str | None = None) -> bytes:
+    """`{"type":"error","error":{"type","message"}}`, as Anthropic answers errors."""
+    body: dict[str, Any] = {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
+    if request_id:
+        body["request_id"] = request_id
+    return orjson.dumps(body)
+
+
+def anthropic_error_response(error: ProxyError, headers: Mapping[str, str]) -> web.Response:
+    """A ProxyError in Anthropic's shape (the Messages API's clients read only that)."""
+    return web.Response(status=error.status, content_type="application/json", headers={**error.headers, **headers},
+                        body=anthropic_error_bytes(error.status, error.message, headers.get("X-Request-Id")))
+
+
+def speaks_anthropic(request: web.BaseRequest) -> bool:
+    """Whether the caller is an Anthropic client: a Messages path, or Anthropic's version header."""
+    return request.path.startswith(ANTHROPIC_PATH_PREFIX) or "anthropic-version" in request.headers
+
+
+def error_response_for(request: web.BaseRequest, error: ProxyError, headers: Mapping[str, str]) -> web.Response:
+    """The error in the shape of the caller's API."""
+    if speaks_anthropic(request):
+        return anthropic_error_response(error, headers)
+    return error.response(headers)
+
+
 ECHO_LIMIT = 100
 
 

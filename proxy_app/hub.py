@@ -26,5 +26,6 @@ class TokenUsage:
     prompt: int
     completion: int
     total: int
-    cached: int = 0
+    cached: int = 0  # of prompt: read from the upstream's prompt cache
     reasoning: int = 0
+    cache_write: int = 0  # of prompt: written to the cache (Anthropic bills these apart)

@@ -10,7 +10,7 @@ from aiohttp.typedefs import Handler
 
 from proxy_app.app_keys import CLIENT_KEY, STATE
 from proxy_app.auth import authenticate, extract_key
-from proxy_app.errors import ProxyError
+from proxy_app.errors import ProxyError, error_response_for
 from proxy_app.exchange import new_request_id
 
 log = logging.getLogger("nexusai.proxy")
@@ -18,7 +18,7 @@ access_log = logging.getLogger("nexusai.proxy.access")
 
 # Routes served without a client key. The WebSocket authenticates itself after the upgrade
 # (header, query or first message), so that browsers are told why a key was refused.
-PUBLIC_PATHS = frozenset({"/health"})
+PUBLIC_PATHS = frozenset({"/health", "/"})
 LATE_AUTH_PATHS = frozenset({"/ws/chat"})
 
 _HTTP_CODES = {
@@ -38,7 +38,7 @@ def _refusal(
         "%s http %s %s status=%d code=%s latency_ms=%.1f",
         request_id, request.method, request.path, err.status, err.code, (time.perf_counter() - started) * 1000.0,
     )
-    return err.response({**(headers or {}), "X-Request-Id": request_id})
+    return error_response_for(request, err, {**(headers or {}), "X-Request-Id": request_id})
 
 
 @web.middleware
@@ -59,7 +59,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         error = ProxyError(500, "Internal error in the gateway.", type="server_error", code="internal_error")
-        return error.response({"X-Request-Id": new_request_id()})
+        return error_response_for(request, error, {"X-Request-Id": new_request_id()})
 
 
 @web.middleware

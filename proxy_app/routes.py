@@ -7,7 +7,8 @@ from aiohttp import web
 from proxy_app.fronts.chat import chat_completions
 from proxy_app.fronts.completions import completions
 from proxy_app.fronts.embeddings import embeddings
-from proxy_app.fronts.health import health
+from proxy_app.fronts.health import health, root
+from proxy_app.fronts.messages import count_tokens, messages
 from proxy_app.fronts.models import list_models, retrieve_model
 from proxy_app.fronts.responses import responses
 from proxy_app.fronts.ws_chat import ws_chat
@@ -16,12 +17,15 @@ from proxy_app.fronts.ws_chat import ws_chat
 def setup_routes(app: web.Application) -> None:
     """Register every route of the proxy."""
     app.router.add_get("/health", health)
+    app.router.add_get("/", root)  # and HEAD: Claude Code probes the base URL
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/completions", completions)
     app.router.add_post("/v1/responses", responses)
     app.router.add_post("/responses", responses)
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_post("/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)

@@ -94,7 +94,8 @@ class ProviderModel(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     input_price: Mapped[Decimal | None] = mapped_column(Price, default=None)
     output_price: Mapped[Decimal | None] = mapped_column(Price, default=None)
-    cached_input_price: Mapped[Decimal | None] = mapped_column(Price, default=None)
+    cached_input_price: Mapped[Decimal | None] = mapped_column(Price, default=None)  # cache read
+    cache_write_price: Mapped[Decimal | None] = mapped_column(Price, default=None)
     context_length: Mapped[int | None] = mapped_column(Integer, default=None)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -170,6 +171,7 @@ class UsageRecord(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     total_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cached_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cache_write_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     reasoning_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     token_source: Mapped[str] = mapped_column(String(16), default="upstream")
     cost_usd: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))

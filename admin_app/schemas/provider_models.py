@@ -22,6 +22,7 @@ class ProviderModelInSchema(TidyInputSchema):
     input_price = Usd(MAX_PRICE_USD, allow_none=True)
     output_price = Usd(MAX_PRICE_USD, allow_none=True)
     cached_input_price = Usd(MAX_PRICE_USD, allow_none=True)
+    cache_write_price = Usd(MAX_PRICE_USD, allow_none=True)
     context_length = StrictInteger(allow_none=True, validate=validate.Range(min=1, max=INT32_MAX))
     enabled = StrictBoolean()
 
@@ -40,6 +41,7 @@ class ProviderModelOutSchema(Schema):
     input_price = Usd(MAX_PRICE_USD, allow_none=True)
     output_price = Usd(MAX_PRICE_USD, allow_none=True)
     cached_input_price = Usd(MAX_PRICE_USD, allow_none=True)
+    cache_write_price = Usd(MAX_PRICE_USD, allow_none=True)
     context_length = fields.Integer(allow_none=True)
     enabled = fields.Boolean()
     created_at = fields.DateTime()

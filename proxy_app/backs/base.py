@@ -8,6 +8,7 @@ speaks the upstream's API can pass them through untouched.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,8 +57,12 @@ class Adapter(Protocol):
     translated_apis: frozenset[str]  # the client APIs it serves by translating them to a native one
 
     def build(self, provider: ProviderCfg, api: str, body: dict[str, Any], upstream_model: str,
-              stream: bool) -> UpstreamCall:
-        """The upstream request for a client body of `api` (its model replaced by `upstream_model`)."""
+              stream: bool, client_headers: Mapping[str, str]) -> UpstreamCall:
+        """The upstream request for a client body of `api` (its model replaced by `upstream_model`).
+
+        `client_headers`: the client's own headers of its API (e.g. `anthropic-version`), passed on
+        when the provider serves that API natively.
+        """
         ...
 
     def decode_reply(self, api: str, raw: bytes) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ Bearer auth) and reads usage and errors.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -102,7 +103,7 @@ class OpenAIAdapter:
     translated_apis: frozenset[str] = frozenset()
 
     def build(self, provider: ProviderCfg, api: str, body: dict[str, Any], upstream_model: str,
-              stream: bool) -> UpstreamCall:
+              stream: bool, client_headers: Mapping[str, str]) -> UpstreamCall:
         """POST {base_url}/{the API's path} with the body as the client sent it, but for `model`."""
         headers = {"Content-Type": "application/json",
                    "Accept": "text/event-stream" if stream else "application/json"}

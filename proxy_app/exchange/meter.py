@@ -46,6 +46,7 @@ class Usage:
     source: str  # "upstream" or "estimated"
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 class Meter:
@@ -220,7 +221,7 @@ class Meter:
         """Upstream's usage when reported, else tiktoken's count of prompt and delivered reply."""
         up = self.upstream_usage
         if up is not None:
-            return Usage(up.prompt, up.completion, up.total, "upstream", up.cached, up.reasoning)
+            return Usage(up.prompt, up.completion, up.total, "upstream", up.cached, up.reasoning, up.cache_write)
         if not delivered_any:
             return Usage(0, 0, 0, "estimated")
         prompt = api.count_prompt(counter, body, model)

@@ -201,7 +201,8 @@ class Exchange:
     __slots__ = (
         "state", "api", "key", "model", "client_body", "body", "stream", "conversation_id", "transport", "routes",
         "started", "request_id", "created_at", "ticket", "limit_headers", "route", "adapter", "meter", "attempts",
-        "delivered", "complete", "chat_body", "translated", "_upstream", "_stop", "_recording", "_outcome", "_waiters",
+        "delivered", "complete", "chat_body", "translated", "client_headers", "_upstream", "_stop", "_recording",
+        "_outcome", "_waiters",
     )
 
     def __init__(self, state: ProxyState, api: Api, key: KeyCfg, model: str, body: dict[str, Any], stream: bool,
@@ -229,6 +230,7 @@ class Exchange:
         self.complete = False  # the client has been sent the end of the reply
         self.chat_body: dict[str, Any] | None = None  # the request as chat, for providers lacking the API
         self.translated = False  # the provider tried last gets chat_body, and its reply is chat
+        self.client_headers: dict[str, str] = {}  # what a provider serving the API natively gets as it came
         self._upstream: UpstreamResponse | None = None
         self._stop: tuple[int, str] | None = None
         self._recording = False
@@ -323,9 +325,10 @@ class Exchange:
             self.translated = self.chat_body is not None and not speaks(provider, self.api.name)
             if self.translated:
                 assert self.chat_body is not None
-                call = adapter.build(provider, "chat", self.chat_body, route.upstream_name, self.stream)
+                call = adapter.build(provider, "chat", self.chat_body, route.upstream_name, self.stream, {})
             else:
-                call = adapter.build(provider, self.api.name, self.body, route.upstream_name, self.stream)
+                call = adapter.build(provider, self.api.name, self.body, route.upstream_name, self.stream,
+                                     self.client_headers)
             try:
                 response = await state.upstream.request(
                     call.method, call.url, body=call.body, headers=call.headers, proxy=_proxy_url(route),
@@ -497,7 +500,8 @@ class Exchange:
         route = self.route
         latency_ms = (time.perf_counter() - self.started) * 1000.0
         cost = request_cost(usage.prompt_tokens, usage.completion_tokens, route.input_price, route.output_price,
-                            cached_tokens=usage.cached_tokens, cached_price=route.cached_input_price)
+                            cached_tokens=usage.cached_tokens, cached_price=route.cached_input_price,
+                            cache_write_tokens=usage.cache_write_tokens, cache_write_price=route.cache_write_price)
         outcome = Outcome(self, status, error_type, usage, cost, latency_ms)
         self._outcome = outcome
         waiters, self._waiters = self._waiters, []

@@ -1,9 +1,14 @@
-"""GET /v1/models and /v1/models/{id}: the models this key may use, in OpenAI's list and model shapes."""
+"""GET /v1/models and /v1/models/{id}: the models this key may use, in OpenAI's shapes or Anthropic's.
+
+A request carrying `anthropic-version` (the Anthropic SDK, Claude Code) gets Anthropic's list
+and model objects; any other OpenAI's.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -11,14 +16,17 @@ from aiohttp import web
 
 from proxy_app.app_keys import CLIENT_KEY, STATE
 from proxy_app.config import Route
-from proxy_app.errors import ProxyError, echo
+from proxy_app.errors import ProxyError, echo, speaks_anthropic
 from proxy_app.exchange import new_request_id
 from proxy_app.exchange.routing import allowed_models
 
 access_log = logging.getLogger("nexusai.proxy.access")
 
 
-def _model(route: Route) -> dict[str, Any]:
+def _model(route: Route, anthropic: bool) -> dict[str, Any]:
+    if anthropic:  # Anthropic's model object, for clients that send `anthropic-version` (Claude Code)
+        created = datetime.fromtimestamp(route.created, timezone.utc).isoformat().replace("+00:00", "Z")
+        return {"type": "model", "id": route.model_name, "display_name": route.model_name, "created_at": created}
     return {"id": route.model_name, "object": "model", "created": route.created, "owned_by": route.provider.name}
 
 
@@ -35,7 +43,11 @@ async def list_models(request: web.Request) -> web.Response:
     """List the models the caller's key may use; `owned_by` is the serving provider."""
     started = time.perf_counter()
     snapshot = request.app[STATE].config.snapshot
-    data = [_model(route) for route in allowed_models(snapshot, request[CLIENT_KEY])]
+    anthropic = speaks_anthropic(request)
+    data = [_model(route, anthropic) for route in allowed_models(snapshot, request[CLIENT_KEY])]
+    if anthropic:
+        return _answer(request, started, {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+                                          "last_id": data[-1]["id"] if data else None})
     return _answer(request, started, {"object": "list", "data": data})
 
 
@@ -46,6 +58,6 @@ async def retrieve_model(request: web.Request) -> web.Response:
     snapshot = request.app[STATE].config.snapshot
     for route in allowed_models(snapshot, request[CLIENT_KEY]):
         if route.model_name == wanted:
-            return _answer(request, started, _model(route))
+            return _answer(request, started, _model(route, speaks_anthropic(request)))
     raise ProxyError(404, f"The model '{echo(wanted)}' does not exist or you do not have access to it.",
                      code="model_not_found", param="model")

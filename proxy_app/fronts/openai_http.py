@@ -1,5 +1,7 @@
 """The OpenAI HTTP wire format every OpenAI-shaped front renders to: one JSON response, or SSE.
 
+`forward` is the handler every HTTP front uses (the Messages front too, with its own renderer).
+
 Chat completions, legacy completions and embeddings answer alike: the reply (or the
 upstream's error) with our headers, or an event stream passed through as the upstream's
 own bytes, with the usage chunk the gateway asked for dropped unless the client asked too.
@@ -8,14 +10,14 @@ own bytes, with the usage chunk the gateway asked for dropped unless the client 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
 from proxy_app.app_keys import CLIENT_KEY, STATE
 from proxy_app.errors import ProxyError, bad_request
-from proxy_app.exchange import ClientGone, Exchange, Outcome, WholeReply, open_exchange
+from proxy_app.exchange import ClientGone, Exchange, Outcome, Renderer, WholeReply, open_exchange
 from proxy_app.exchange.api import Api
 from proxy_app.fronts.json_body import read_json
 from proxy_app.hub import Piece
@@ -141,20 +143,33 @@ class OpenAIHttpRenderer:
             raise ClientGone from None
 
 
+class HttpRenderer(Renderer, Protocol):
+    """A renderer that leaves the HTTP response it made for the handler to return."""
+
+    response: web.StreamResponse | None
+
+
 def _default_renderer(request: web.Request, exchange: Exchange) -> OpenAIHttpRenderer:
     return OpenAIHttpRenderer(request, wants_usage(exchange.client_body))
 
 
 async def forward(request: web.Request, api: Api,
-                  renderer_for: Callable[[web.Request, Exchange], OpenAIHttpRenderer] = _default_renderer,
-                  ) -> web.StreamResponse:
-    """The handler of every OpenAI-shaped HTTP API: the body in, through the exchange, rendered out."""
+                  renderer_for: Callable[[web.Request, Exchange], HttpRenderer] = _default_renderer,
+                  passed_headers: tuple[str, ...] = ()) -> web.StreamResponse:
+    """The handler of every HTTP API: the body in, through the exchange, rendered out.
+
+    `passed_headers`: client headers a provider serving the API natively gets as they came.
+    """
     state = request.app[STATE]
     body = await read_json(request, state.settings)
     exchange = await open_exchange(
         state, api, request[CLIENT_KEY], body,
         conversation_header=request.headers.get("X-Conversation-Id"), transport="http",
     )
+    for name in passed_headers:
+        value = request.headers.get(name)
+        if value is not None:
+            exchange.client_headers[name] = value
     renderer = renderer_for(request, exchange)
     await exchange.run(renderer)
     assert renderer.response is not None  # every way run() returns has rendered something

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.db
 
 MODEL_FIELDS = {
     "id", "provider_id", "provider_name", "model_name", "upstream_name", "description", "input_price",
-    "output_price", "cached_input_price", "context_length", "enabled", "created_at", "updated_at",
+    "output_price", "cached_input_price", "cache_write_price", "context_length", "enabled", "created_at", "updated_at",
 }
 
 
@@ -43,14 +43,15 @@ def test_prices_accept_numbers_and_strings_and_come_back_as_numbers(
         "input_price": "2.5",
         "output_price": 10,
         "cached_input_price": 1.234567,
+        "cache_write_price": 3.75,
         "context_length": 128000,
         "enabled": False,
     }
     model = admin.ok("POST", "/provider_models", 201, json=body)
     assert model["upstream_name"] == "gpt-4-0613"
     assert model["input_price"] == 2.5 and model["output_price"] == 10
-    assert model["cached_input_price"] == 1.234567
-    prices = ("input_price", "output_price", "cached_input_price")
+    assert model["cached_input_price"] == 1.234567 and model["cache_write_price"] == 3.75
+    prices = ("input_price", "output_price", "cached_input_price", "cache_write_price")
     assert all(isinstance(model[k], (int, float)) for k in prices)
     assert model["context_length"] == 128000 and model["enabled"] is False
     assert admin.ok("GET", f"/provider_models/{model['id']}") == model
