@@ -9,6 +9,7 @@ CLIENT_APIS = ("chat", "responses", "embeddings", "completions", "messages")
 # The APIs each kind serves natively when a provider does not say (SPEC: data model).
 DEFAULT_APIS: dict[str, tuple[str, ...]] = {
     "openai": ("chat", "responses", "embeddings", "completions"),
+    "anthropic": ("messages",),  # chat (and through it Responses, the WebSocket chat) by translation
 }
 PROVIDER_KINDS = tuple(DEFAULT_APIS)
 DEFAULT_KIND = "openai"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from proxy_app.backs.anthropic import AnthropicAdapter
 from proxy_app.backs.base import Adapter
 from proxy_app.backs.openai import OpenAIAdapter
 
-ADAPTERS: dict[str, Adapter] = {adapter.kind: adapter for adapter in (OpenAIAdapter(),)}
+ADAPTERS: dict[str, Adapter] = {adapter.kind: adapter for adapter in (OpenAIAdapter(), AnthropicAdapter())}
 
 
 def adapter_for(kind: str) -> Adapter:

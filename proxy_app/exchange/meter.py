@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from proxy_app.exchange.api import Api
 from proxy_app.exchange.tokens import TokenCounter
 from proxy_app.hub import TokenUsage
@@ -70,7 +72,10 @@ class Meter:
         if not isinstance(choices, list):
             kind = obj.get("type")
             if isinstance(kind, str):
-                self._add_responses_event(kind, obj)
+                if kind.startswith("response."):
+                    self._add_responses_event(kind, obj)
+                else:
+                    self._add_anthropic_event(kind, obj)
             return pieces
         for choice in choices:
             if not isinstance(choice, dict):
@@ -137,6 +142,43 @@ class Meter:
             status = response.get("status") if isinstance(response, dict) else None
             self.finish_reason = status if isinstance(status, str) else kind[9:]
 
+    def _add_anthropic_event(self, kind: str, obj: dict[str, Any]) -> None:
+        index = obj.get("index")
+        if kind == "content_block_delta":
+            delta = obj.get("delta")
+            if not isinstance(delta, dict):
+                return
+            if isinstance(delta.get("text"), str):
+                self.content.append(delta["text"])
+            elif isinstance(delta.get("thinking"), str):
+                self.reasoning.append(delta["thinking"])
+            elif isinstance(delta.get("partial_json"), str) and isinstance(index, int):
+                self.tool_calls.setdefault(index, ToolCallParts()).arguments.append(delta["partial_json"])
+        elif kind == "content_block_start":
+            block = obj.get("content_block")
+            if isinstance(block, dict) and block.get("type") == "tool_use" and isinstance(index, int):
+                parts = self.tool_calls.setdefault(index, ToolCallParts(id=block.get("id"), type="function"))
+                if isinstance(block.get("name"), str):
+                    parts.name.append(block["name"])
+        elif kind == "message_delta":
+            delta = obj.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
+                self.finish_reason = delta["stop_reason"]
+
+    def _add_anthropic_content(self, content: list[Any]) -> None:
+        for index, block in enumerate(content):
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "text" and isinstance(block.get("text"), str):
+                self.content.append(block["text"])
+            elif block.get("type") == "thinking" and isinstance(block.get("thinking"), str):
+                self.reasoning.append(block["thinking"])
+            elif block.get("type") == "tool_use":
+                parts = self.tool_calls.setdefault(index, ToolCallParts(id=block.get("id"), type="function"))
+                if isinstance(block.get("name"), str):
+                    parts.name.append(block["name"])
+                parts.arguments.append(orjson.dumps(block.get("input") or {}).decode())
+
     def _add_responses_output(self, output: list[Any]) -> None:
         for index, item in enumerate(output):
             if not isinstance(item, dict):
@@ -170,6 +212,10 @@ class Meter:
                 status = obj.get("status")
                 if isinstance(status, str):
                     self.finish_reason = status
+            elif obj.get("type") == "message" and isinstance(obj.get("content"), list):
+                self._add_anthropic_content(obj["content"])  # an Anthropic message, passed through
+                if isinstance(obj.get("stop_reason"), str):
+                    self.finish_reason = obj["stop_reason"]
             return
         for n, choice in enumerate(choices):
             if not isinstance(choice, dict):

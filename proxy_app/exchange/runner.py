@@ -28,6 +28,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Protocol
 
+import orjson
+
 from proxy_app.backs import ADAPTERS
 from proxy_app.backs.base import Adapter
 from proxy_app.config import KeyCfg, Route
@@ -387,6 +389,8 @@ class Exchange:
         if obj is not None:
             self.meter.add_completion(obj)
             self.meter.upstream_usage = self.adapter.usage(obj)
+            if self.wire_api not in provider.apis:
+                raw = orjson.dumps(obj)  # the adapter translated the reply: the client gets the translation
         outcome = await self._record(status, None, delivered=True)
         await renderer.whole(self, WholeReply(status, raw, obj, response.headers), outcome)
         self.delivered = self.complete = True

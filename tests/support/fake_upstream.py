@@ -1,4 +1,4 @@
-"""A fake OpenAI-compatible upstream, built with aiohttp, running on its own thread.
+"""A fake upstream, built with aiohttp, running on its own thread: OpenAI's APIs and Anthropic's Messages.
 
 Behaviour is chosen per upstream model name through `Scenario`s, so one fake
 server can play a healthy provider, a slow one, a failing one, and so on. It
@@ -40,6 +40,7 @@ class Scenario:
     linger_after_done_s: float = 0.0  # keep the stream open after [DONE] before ending it
     tool_calls: list[tuple[str, str]] = field(default_factory=list)  # (name, JSON arguments) after the text
     reasoning: str = ""  # reasoning text before the reply (as DeepSeek's `reasoning_content`)
+    cache_write_tokens: int = 0  # Anthropic's cache_creation_input_tokens (its /v1/messages only)
 
     def pieces(self) -> list[str]:
         """The reply split into stream chunks (word by word, spaces kept)."""
@@ -103,6 +104,7 @@ class FakeUpstream:
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/completions", self._completions)
         app.router.add_post("/v1/responses", self._responses)
+        app.router.add_post("/v1/messages", self._messages)
         self._runner = web.AppRunner(app, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -355,5 +357,80 @@ class FakeUpstream:
                         arguments=call["arguments"])
             await event("response.output_item.done", output_index=index, item=call)
         await event("response.completed", response=response("completed", True))
+        await resp.write_eof()
+        return resp
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        """Anthropic's Messages API as its reference shows it: a message, or its SSE events."""
+        body = await request.json()
+        with self._lock:
+            self.requests.append(Seen(request.path, dict(request.headers), body))
+        if "x-api-key" not in request.headers:
+            return web.json_response({"type": "error", "error": {
+                "type": "authentication_error", "message": "x-api-key header is required"}}, status=401)
+        if "anthropic-version" not in request.headers or not isinstance(body.get("max_tokens"), int):
+            return web.json_response({"type": "error", "error": {
+                "type": "invalid_request_error", "message": "anthropic-version and max_tokens are required"}},
+                status=400)
+        sc = self.scenario(body.get("model", ""))
+        if sc.status >= 400:
+            payload = sc.error_body or {"type": "error", "error": {"type": "overloaded_error",
+                                                                     "message": "Overloaded"}}
+            return web.json_response(payload, status=sc.status)
+        pieces = sc.pieces() if sc.reply else []
+        output = sc.completion_tokens if sc.completion_tokens is not None else len(pieces)
+        uncached = max(0, sc.prompt_tokens - sc.cached_tokens - sc.cache_write_tokens)
+        usage = {"input_tokens": uncached, "cache_creation_input_tokens": sc.cache_write_tokens,
+                 "cache_read_input_tokens": sc.cached_tokens, "output_tokens": output}
+        content: list[dict[str, Any]] = []
+        if sc.reasoning:
+            content.append({"type": "thinking", "thinking": sc.reasoning, "signature": "sig-fake"})
+        if sc.reply:
+            content.append({"type": "text", "text": sc.reply})
+        for n, (name, args) in enumerate(sc.tool_calls):
+            content.append({"type": "tool_use", "id": f"toolu_fake_{n}", "name": name, "input": json.loads(args)})
+        stop = "tool_use" if sc.tool_calls else "end_turn"
+        message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": body.get("model"),
+                   "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage}
+        if not body.get("stream"):
+            return web.json_response(message)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+
+        async def event(kind: str, **fields: Any) -> None:
+            await resp.write(f"event: {kind}\ndata: {json.dumps({'type': kind, **fields})}\n\n".encode())
+
+        await event("message_start", message={**message, "content": [], "stop_reason": None,
+                                              "usage": {**usage, "output_tokens": 1}})
+        await event("ping")
+        for index, block in enumerate(content):
+            if block["type"] == "text":
+                await event("content_block_start", index=index, content_block={"type": "text", "text": ""})
+                for i, piece in enumerate(pieces):
+                    if sc.break_after_chunks is not None and i >= sc.break_after_chunks:
+                        request.transport.close()  # type: ignore[union-attr]
+                        return resp
+                    if sc.error_after_chunks is not None and i >= sc.error_after_chunks:
+                        await event("error", error={"type": "overloaded_error", "message": "Overloaded"})
+                        await resp.write_eof()
+                        return resp
+                    await event("content_block_delta", index=index, delta={"type": "text_delta", "text": piece})
+            elif block["type"] == "thinking":
+                await event("content_block_start", index=index,
+                            content_block={"type": "thinking", "thinking": "", "signature": ""})
+                await event("content_block_delta", index=index,
+                            delta={"type": "thinking_delta", "thinking": block["thinking"]})
+                await event("content_block_delta", index=index,
+                            delta={"type": "signature_delta", "signature": block["signature"]})
+            else:
+                await event("content_block_start", index=index, content_block={**block, "input": {}})
+                raw = json.dumps(block["input"])
+                for part in (raw[:len(raw) // 2], raw[len(raw) // 2:]):
+                    await event("content_block_delta", index=index,
+                                delta={"type": "input_json_delta", "partial_json": part})
+            await event("content_block_stop", index=index)
+        await event("message_delta", delta={"stop_reason": stop, "stop_sequence": None},
+                    usage={"output_tokens": output})
+        await event("message_stop")
         await resp.write_eof()
         return resp
