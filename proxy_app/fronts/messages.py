@@ -28,7 +28,7 @@ from proxy_app.hub import Piece
 
 access_log = logging.getLogger("nexusai.proxy.access")
 
-ROLES = ("user", "assistant")
+ROLES = ("user", "assistant", "system")  # Claude Code 2.1 sends `system` turns among its messages
 # The client's headers a native Anthropic upstream gets as they came.
 PASSED_HEADERS = ("anthropic-version", "anthropic-beta")
 
@@ -51,7 +51,7 @@ def check_messages(body: Any) -> str:
         raise bad_request("'messages' is required and must be a non-empty list.", param="messages")
     for n, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ROLES:
-            raise bad_request(f"'messages[{n}].role' must be 'user' or 'assistant'.", param=f"messages[{n}]")
+            raise bad_request(f"'messages[{n}].role' must be one of {', '.join(ROLES)}.", param=f"messages[{n}]")
         content = message.get("content")
         if not isinstance(content, (str, list)) or (isinstance(content, list)
                                                      and not all(isinstance(b, dict) for b in content)):

@@ -10,9 +10,10 @@ Carried: `system` (a string or text blocks), multi-turn text, images (base64 and
 `tool_use`/`tool_result` ⇄ `tool_calls`/`tool` messages, tools and `tool_choice`
 (`disable_parallel_tool_use` included), `stop_sequences`, `max_tokens`, temperature and
 top_p, `metadata.user_id`; the upstream's reasoning text comes back as a `thinking` block.
-Dropped, having no chat equivalent: `cache_control` marks, `top_k`, `thinking` settings and
-thinking blocks sent back. What cannot be carried (documents, server tools, MCP servers,
-containers) is named by `native_only`.
+Dropped, having no chat equivalent: `cache_control` marks, `top_k`, `thinking`,
+`output_config` and `context_management` settings, and thinking blocks sent back. What
+cannot be carried (documents, server tools, MCP servers, containers) is named by
+`native_only`.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def chat_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
         content = message.get("content")
         if message.get("role") == "assistant":
             out.append(_assistant(content))
+        elif message.get("role") == "system":
+            out.append({"role": "system", "content": _text(content)})
         else:
             out.extend(_user(content))
     return out

@@ -168,7 +168,7 @@ def test_count_tokens_models_and_the_probe(gateway: Gateway, claude: anthropic.A
 @pytest.mark.parametrize("body", [
     {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},  # no max_tokens
     {"model": "gpt-4o-mini", "max_tokens": 5, "messages": []},
-    {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
+    {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "tool", "content": "x"}]},
     {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": 3}]},
     {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "system": 1},
     {"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": [{}]},
@@ -181,3 +181,32 @@ def test_bad_or_untranslatable_bodies_are_400(gateway: Gateway, body: dict[str, 
     r = requests.post(gateway.url + "/v1/messages", headers={"x-api-key": gateway.key}, json=body, timeout=10)
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", r.text
     assert gateway.upstream.requests == [] and gateway.flushed_rows() == []
+
+
+def test_claude_codes_own_request_shape(gateway: Gateway) -> None:
+    # What Claude Code 2.1 sends (captured; shortened): a `system` turn among the messages, text
+    # blocks with cache marks, adaptive thinking, output and context settings chat has no words for.
+    body = {
+        "model": "gpt-4o-mini", "max_tokens": 32000, "stream": True,
+        "system": [{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "<system-reminder>ctx</system-reminder>"},
+                                                  {"type": "text", "text": "say hi",
+                                                   "cache_control": {"type": "ephemeral"}}]},
+                     {"role": "system", "content": "Today is Tuesday."}],
+        "tools": [{"name": "Bash", "description": "Run a command.", "input_schema": {
+            "type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}],
+        "metadata": {"user_id": '{"device_id":"d1","session_id":"s1"}'},
+        "thinking": {"type": "adaptive"}, "output_config": {"effort": "high"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+    }
+    r = requests.post(gateway.url + "/v1/messages", json=body, timeout=10,
+                      headers={"x-api-key": gateway.key, "anthropic-version": "2023-06-01",
+                               "anthropic-beta": "claude-code-20250219"})
+    assert r.status_code == 200 and r.text.rstrip().endswith('data: {"type":"message_stop"}')
+    (seen,) = gateway.upstream.chat_requests()
+    assert seen.body["messages"] == [
+        {"role": "system", "content": "You are Claude Code."},
+        {"role": "user", "content": "<system-reminder>ctx</system-reminder>\nsay hi"},
+        {"role": "system", "content": "Today is Tuesday."}]
+    assert {"thinking", "output_config", "context_management", "metadata"}.isdisjoint(seen.body)
+    assert seen.body["user"] == '{"device_id":"d1","session_id":"s1"}' and seen.body["max_tokens"] == 32000
