@@ -36,6 +36,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CLIENT_KEY = "nx-bench-client-key-0123456789abcdefghijklmnopq"
 MODEL = "bench-model"
 MODEL_NOUSAGE = "bench-model-nousage"
+MODEL_CLAUDE = "bench-claude"  # on a provider of kind anthropic: Messages pass through
 MODEL_CHAT_ONLY = "bench-chat-only"  # on a provider declaring apis ["chat"]: Responses go through the translation
 PROXY_CPU = 0
 LOAD_CPU = 1
@@ -190,6 +191,12 @@ def seed_database(database_url: str, mock_url: str) -> None:
             s.add(chat_only)
             s.flush()
             s.add(ProviderModel(provider_id=chat_only.id, model_name=MODEL_CHAT_ONLY, upstream_name=MODEL,
+                                input_price=Decimal("0.15"), output_price=Decimal("0.60")))
+            claude = Provider(name="mock-anthropic", kind="anthropic", server_url=mock_url.removesuffix("/v1"),
+                              server_key="sk-bench-upstream-secret")
+            s.add(claude)
+            s.flush()
+            s.add(ProviderModel(provider_id=claude.id, model_name=MODEL_CLAUDE, upstream_name=MODEL,
                                 input_price=Decimal("0.15"), output_price=Decimal("0.60")))
             s.add(ApiKey(name="bench", key_hash=hash_key(CLIENT_KEY), key_hint=key_hint(CLIENT_KEY)))
             bump_config_version(s)
@@ -396,6 +403,32 @@ def responses_request(port: int, *, model: str = MODEL, key: str = CLIENT_KEY) -
     return head.encode() + raw
 
 
+def messages_request(port: int, *, model: str = MODEL_CLAUDE, key: str = CLIENT_KEY) -> bytes:
+    """Raw bytes of one streamed POST /v1/messages, as the anthropic SDK sends it."""
+    raw = orjson.dumps({"model": model, "max_tokens": 256, "stream": True,
+                        "messages": [{"role": "user", "content": "Say hello in one short sentence."}]})
+    head = (
+        f"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"x-api-key: {key}\r\nanthropic-version: 2023-06-01\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(raw)}\r\n\r\n"
+    )
+    return head.encode() + raw
+
+
+def messages_validator(chunks: int) -> Callable[[int, bytes], str | None]:
+    """A 200 Anthropic stream: every text delta, then `message_delta` with usage and `message_stop`."""
+
+    def check(status: int, body: bytes) -> str | None:
+        if status != 200:
+            return f"status {status}: {body[:200]!r}"
+        deltas = body.count(b"event: content_block_delta\n")
+        if deltas != chunks or not body.rstrip().endswith(b'{"type":"message_stop"}') or b'"usage"' not in body:
+            return f"stream of {deltas} text deltas (expected {chunks}): {body[-200:]!r}"
+        return None
+
+    return check
+
+
 def responses_validator(chunks: int) -> Callable[[int, bytes], str | None]:
     """A 200 Responses stream: every text delta, then `response.completed` with usage."""
 
@@ -447,6 +480,10 @@ def simple_request(port: int, stream: bool, chunks: int, mode: str = "") -> Requ
         return Request(embeddings_request(port), embeddings_validator)
     if mode == "responses":
         return Request(responses_request(port), responses_validator(chunks))
+    if mode == "messages":
+        return Request(messages_request(port), messages_validator(chunks))
+    if mode == "messages-chat":
+        return Request(messages_request(port, model=MODEL), messages_validator(chunks))
     if mode == "responses-chat":
         return Request(responses_request(port, model=MODEL_CHAT_ONLY), responses_validator(chunks))
     if stream:

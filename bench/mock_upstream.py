@@ -50,6 +50,7 @@ class MockUpstream:
         self._pieces = [WORDS[i % len(WORDS)] for i in range(cfg.chunks)]
         self._embedding: bytes | None = None
         self._responses: dict[str, list[bytes]] = {}
+        self._messages: dict[str, list[bytes]] = {}
 
     def _usage(self) -> dict[str, int]:
         completion = self.cfg.chunks
@@ -167,6 +168,52 @@ class MockUpstream:
         await resp.write_eof()
         return resp
 
+    def messages_events(self, model: str) -> list[bytes]:
+        """A streamed Anthropic message for `model`, event by event, as Anthropic's reference shows one."""
+        cached = self._messages.get(model)
+        if cached is None:
+            def event(kind: str, **fields: Any) -> bytes:
+                return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **fields}) + b"\n\n"
+
+            usage = self._usage()
+            message = {"id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [],
+                       "stop_reason": None, "stop_sequence": None,
+                       "usage": {"input_tokens": usage["prompt_tokens"], "cache_creation_input_tokens": 0,
+                                 "cache_read_input_tokens": 0, "output_tokens": 1}}
+            cached = [
+                event("message_start", message=message),
+                event("content_block_start", index=0, content_block={"type": "text", "text": ""}),
+                event("ping"),
+                *(event("content_block_delta", index=0, delta={"type": "text_delta", "text": piece})
+                  for piece in self._pieces),
+                event("content_block_stop", index=0),
+                event("message_delta", delta={"stop_reason": "end_turn", "stop_sequence": None},
+                      usage={"output_tokens": usage["completion_tokens"]}),
+                event("message_stop"),
+            ]
+            self._messages[model] = cached
+        return cached
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        """Answer one streamed Messages request, as Anthropic does."""
+        self.chat_requests += 1  # one counter: the bench checks one upstream request per client request
+        body = orjson.loads(await request.read())
+        if self.cfg.latency_s:
+            await asyncio.sleep(self.cfg.latency_s)
+        events = self.messages_events(str(body.get("model", "")))
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        delay = self.cfg.chunk_delay_s
+        head, deltas, tail = events[:3], events[3:-3], events[-3:]
+        await resp.write(b"".join(head))
+        for i, event in enumerate(deltas):
+            await resp.write(event)
+            if delay and i < len(deltas) - 1:
+                await asyncio.sleep(delay)
+        await resp.write(b"".join(tail))
+        await resp.write_eof()
+        return resp
+
     async def embeddings(self, request: web.Request) -> web.Response:
         """Answer one embeddings request: a 1,536-float vector per input, as text-embedding-3-small's."""
         self.chat_requests += 1  # one counter: the bench checks one upstream request per client request
@@ -193,6 +240,7 @@ class MockUpstream:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_post("/v1/responses", self.responses)
+        app.router.add_post("/v1/messages", self.messages)
         app.router.add_get("/stats", self.stats)
         return app
 

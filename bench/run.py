@@ -366,7 +366,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-requests", type=int, default=d.max_requests, help="cap per measured phase")
     p.add_argument("--warmup", type=int, default=d.warmup, help="warm-up requests before each phase")
     p.add_argument("--concurrency", default=",".join(map(str, d.concurrencies)))
-    p.add_argument("--modes", default=",".join(d.modes), help="json,stream,embeddings,responses,responses-chat")
+    p.add_argument("--modes", default=",".join(d.modes), help="any of json,stream,embeddings,responses,responses-chat,"
+                                                     "messages,messages-chat")
     p.add_argument("--chunks", type=int, default=d.chunks, help="content chunks per stream")
     p.add_argument("--chunk-delay-ms", type=float, default=d.chunk_delay_ms)
     p.add_argument("--latency-ms", type=float, default=d.latency_ms, help="mock delay before headers")

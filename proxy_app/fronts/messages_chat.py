@@ -225,11 +225,11 @@ def event_bytes(event: dict[str, Any]) -> bytes:
 
 
 class _Block:
-    __slots__ = ("index", "kind", "parts", "call_id", "name")
+    __slots__ = ("index", "kind", "call_id", "name", "head")
 
     def __init__(self, index: int, kind: str, call_id: str = "", name: str = "") -> None:
         self.index, self.kind, self.call_id, self.name = index, kind, call_id, name
-        self.parts: list[str] = []
+        self.head = b""  # the bytes every delta event of this block starts with
 
 
 class ChatStreamToMessages:
@@ -259,10 +259,10 @@ class ChatStreamToMessages:
             if isinstance(delta, dict):
                 reasoning = delta.get("reasoning_content") or delta.get("reasoning")
                 if isinstance(reasoning, str) and reasoning:
-                    yield from self._delta("thinking", {"type": "thinking_delta", "thinking": reasoning})
+                    yield from self._delta("thinking", reasoning)
                 content = delta.get("content")
                 if isinstance(content, str) and content:
-                    yield from self._delta("text", {"type": "text_delta", "text": content})
+                    yield from self._delta("text", content)
                 for fragment in delta.get("tool_calls") or ():
                     if isinstance(fragment, dict):
                         yield from self._call_fragment(fragment)
@@ -275,13 +275,19 @@ class ChatStreamToMessages:
         self.blocks += 1
         yield event_bytes({"type": "content_block_start", "index": self.open.index, "content_block": block})
 
-    def _delta(self, kind: str, delta: dict[str, Any]) -> Iterator[bytes]:
-        if self.open is None or self.open.kind != kind:
+    def _delta(self, kind: str, text: str) -> Iterator[bytes]:
+        block = self.open
+        if block is None or block.kind != kind:
             start = {"type": "text", "text": ""} if kind == "text" else {"type": "thinking", "thinking": "",
                                                                          "signature": ""}
             yield from self._begin(kind, start)
-        assert self.open is not None
-        yield event_bytes({"type": "content_block_delta", "index": self.open.index, "delta": delta})
+            block = self.open
+            assert block is not None
+            # The hot path (one event per upstream chunk): the constant part is built once per block.
+            block.head = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+                          + str(block.index).encode() + b',"delta":{"type":"' + kind.encode() + b'_delta","'
+                          + kind.encode() + b'":')
+        yield block.head + orjson.dumps(text) + b"}}\n\n"
 
     def _call_fragment(self, fragment: dict[str, Any]) -> Iterator[bytes]:
         given = fragment.get("index")
