@@ -28,6 +28,7 @@ from proxy_app.errors import anthropic_error_type, bad_request
 TEXT_BLOCKS = ("text",)
 SKIPPED_BLOCKS = ("thinking", "redacted_thinking")
 NATIVE_FIELDS = {"mcp_servers": "'mcp_servers'", "container": "'container'"}
+_TEXT_ONLY = frozenset({"content", "role"})  # a chunk's delta that carries text and nothing else
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                 "content_filter": "refusal"}
 
@@ -252,6 +253,17 @@ class ChatStreamToMessages:
     def chunk(self, obj: dict[str, Any]) -> Iterator[bytes]:
         """The events one chat chunk makes."""
         choices = obj.get("choices")
+        if type(choices) is list and len(choices) == 1:
+            # The hot path: one more piece of text for the text block already open.
+            choice = choices[0]
+            delta = choice.get("delta") if type(choice) is dict else None
+            block = self.open
+            if (type(delta) is dict and block is not None and block.kind == "text" and choice.get("index", 0) == 0
+                    and not choice.get("finish_reason") and delta.keys() <= _TEXT_ONLY):
+                content = delta.get("content")
+                if type(content) is str and content:
+                    yield block.head + orjson.dumps(content) + b"}}\n\n"
+                    return
         for choice in choices if isinstance(choices, list) else ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
