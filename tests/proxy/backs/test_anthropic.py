@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from tests.proxy.conftest import Gateway
+from tests.proxy.test_ws_chat import chat, open_ws, send, text_of, until_end
 from tests.support.fake_upstream import Scenario
 from tests.support.seed import add_model, add_provider
 
@@ -196,3 +197,15 @@ def test_one_model_name_on_both_kinds_fails_over(gateway: Gateway, claude: anthr
     assert [r.path for r in gateway.upstream.requests] == ["/v1/messages", "/v1/chat/completions"]
     (row,) = gateway.wait_rows(1)
     assert (row.provider_name, row.api, row.status_code) == ("fake", "messages", 200)
+
+
+async def test_the_websocket_chat_reaches_anthropic(gateway: Gateway) -> None:
+    gateway.upstream.default = Scenario(prompt_tokens=30, completion_tokens=7)
+    async with open_ws(gateway.url, gateway.headers()) as ws:
+        await send(ws, chat("c1", model=MODEL))
+        messages = await until_end(ws, "c1")
+    assert text_of(messages, "c1") == REPLY and messages[-1]["type"] == "done"
+    (seen,) = gateway.upstream.requests_to("/v1/messages")
+    assert seen.body["stream"] is True and seen.body["max_tokens"] == 4096
+    (row,) = gateway.wait_rows(1)
+    assert (row.api, row.provider_name, row.prompt_tokens, row.completion_tokens) == ("ws", "claude", 30, 7)
