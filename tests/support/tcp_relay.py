@@ -72,8 +72,8 @@ class FreezableRelay:
                     if not data:
                         return
                     peers[sock].sendall(data)
-        except OSError:
-            return
+        except (OSError, ValueError):
+            return  # a side closed, or stop() closed a socket under select (its fd is then -1)
         finally:
             client.close()
             upstream.close()
