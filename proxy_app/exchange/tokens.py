@@ -185,3 +185,14 @@ def messages_char_size(messages: Any) -> int:
                 elif isinstance(value, list):
                     size += sum(len(str(p)) for p in value)
     return size
+
+
+def json_text_size(value: Any) -> int:
+    """Characters of every string in a JSON value: a cheap size of a prompt in any API's shape."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(json_text_size(v) for v in value)
+    if isinstance(value, dict):
+        return sum(json_text_size(v) for v in value.values())
+    return 0

@@ -18,12 +18,12 @@ from aiohttp import web
 
 from proxy_app.app_keys import CLIENT_KEY, STATE
 from proxy_app.errors import ProxyError, anthropic_error_bytes, anthropic_error_response, bad_request
-from proxy_app.exchange import ClientGone, Exchange, Outcome, WholeReply, new_request_id
+from proxy_app.exchange import Exchange, Outcome, WholeReply, new_request_id
 from proxy_app.exchange.routing import resolve
-from proxy_app.exchange.tokens import TokenCounter
+from proxy_app.exchange.tokens import TokenCounter, json_text_size
 from proxy_app.fronts import messages_chat
 from proxy_app.fronts.json_body import read_json
-from proxy_app.fronts.openai_http import SSE_HEADERS, cost_header, forward, model_of, stream_flag
+from proxy_app.fronts.openai_http import OpenAIHttpRenderer, cost_header, forward, model_of, stream_flag
 from proxy_app.hub import Piece
 
 access_log = logging.getLogger("nexusai.proxy.access")
@@ -31,16 +31,6 @@ access_log = logging.getLogger("nexusai.proxy.access")
 ROLES = ("user", "assistant", "system")  # Claude Code 2.1 sends `system` turns among its messages
 # The client's headers a native Anthropic upstream gets as they came.
 PASSED_HEADERS = ("anthropic-version", "anthropic-beta")
-
-
-def _text_size(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, list):
-        return sum(_text_size(v) for v in value)
-    if isinstance(value, dict):
-        return sum(_text_size(v) for v in value.values())
-    return 0
 
 
 def check_messages(body: Any) -> str:
@@ -103,7 +93,7 @@ class MessagesApi:
 
     def prompt_chars(self, body: dict[str, Any]) -> int:
         """Characters of the system prompt and messages."""
-        return _text_size(body.get("system")) + _text_size(body.get("messages"))
+        return json_text_size(body.get("system")) + json_text_size(body.get("messages"))
 
     def count_prompt(self, counter: TokenCounter, body: dict[str, Any], model: str) -> int:
         """tiktoken's count of the messages as chat sees them (Claude's own tokenizer differs)."""
@@ -141,26 +131,19 @@ def _anthropic_error(status: int, raw: bytes, request_id: str) -> bytes:
     return anthropic_error_bytes(status, str(message or f"The upstream answered {status}."), request_id)
 
 
-class MessagesRenderer:
+class MessagesRenderer(OpenAIHttpRenderer):
     """Anthropic's JSON and SSE, passed through from native upstreams, rendered from chat for the others."""
 
-    __slots__ = ("request", "response", "_stream", "_events", "_ended")
+    __slots__ = ("_events", "_ended")
 
     def __init__(self, request: web.Request) -> None:
-        self.request = request
-        self.response: web.StreamResponse | None = None
-        self._stream: web.StreamResponse | None = None
+        super().__init__(request, True)
         self._events: messages_chat.ChatStreamToMessages | None = None
         self._ended = False
 
     async def start_stream(self, exchange: Exchange) -> None:
         """The SSE head; translated, `message_start` right away."""
-        out = web.StreamResponse(status=200, headers={**SSE_HEADERS, **exchange.ids()})
-        self.response = self._stream = out
-        try:
-            await out.prepare(self.request)
-        except ConnectionResetError:
-            raise ClientGone from None
+        await super().start_stream(exchange)
         if exchange.translated:
             self._events = messages_chat.ChatStreamToMessages(_base(exchange), exchange.model)
             await self._write(self._events.start())
@@ -183,11 +166,7 @@ class MessagesRenderer:
         if self._events is not None and not self._ended:
             self._ended = True
             await self._write(self._events.finish(_usage(outcome)))
-        assert self._stream is not None
-        try:
-            await self._stream.write_eof()
-        except ConnectionResetError:
-            raise ClientGone from None
+        await super().finished(exchange, outcome)
 
     async def whole(self, exchange: Exchange, reply: WholeReply, outcome: Outcome) -> None:
         """The message (translated from chat when it came from a chat upstream), or the error in Anthropic's shape."""
@@ -213,13 +192,6 @@ class MessagesRenderer:
             await self._stream.write_eof()
         except ConnectionResetError:
             pass  # the client left; the exchange is recorded either way
-
-    async def _write(self, data: bytes) -> None:
-        assert self._stream is not None
-        try:
-            await self._stream.write(data)
-        except ConnectionResetError:
-            raise ClientGone from None
 
 
 async def messages(request: web.Request) -> web.StreamResponse:

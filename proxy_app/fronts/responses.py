@@ -16,7 +16,7 @@ from aiohttp import web
 
 from proxy_app.errors import ProxyError, bad_request
 from proxy_app.exchange import Exchange, Outcome, WholeReply
-from proxy_app.exchange.tokens import TokenCounter
+from proxy_app.exchange.tokens import TokenCounter, json_text_size
 from proxy_app.fronts import responses_chat
 from proxy_app.fronts.openai_http import OpenAIHttpRenderer, forward, model_of, stream_flag
 from proxy_app.hub import Piece
@@ -54,17 +54,6 @@ def _check_tools(tools: Any) -> None:
             raise bad_request(f"'tools[{n}]' must be an object with a 'type'.", param=f"tools[{n}]")
         if tool["type"] in NAMED_TOOLS and not (isinstance(tool.get("name"), str) and tool["name"]):
             raise bad_request(f"'tools[{n}].name' is required for a {tool['type']} tool.", param=f"tools[{n}].name")
-
-
-def _text_size(value: Any) -> int:
-    """Characters of every string in a JSON value (a cheap size of the prompt)."""
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, list):
-        return sum(_text_size(v) for v in value)
-    if isinstance(value, dict):
-        return sum(_text_size(v) for v in value.values())
-    return 0
 
 
 class ResponsesTranslation:
@@ -111,7 +100,7 @@ class ResponsesApi:
 
     def prompt_chars(self, body: dict[str, Any]) -> int:
         """Characters of the instructions and input."""
-        return _text_size(body.get("instructions")) + _text_size(body.get("input"))
+        return json_text_size(body.get("instructions")) + json_text_size(body.get("input"))
 
     def count_prompt(self, counter: TokenCounter, body: dict[str, Any], model: str) -> int:
         """tiktoken's count of the input as the chat messages it amounts to."""
