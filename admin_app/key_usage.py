@@ -42,6 +42,9 @@ def usage_entry(sums: Sums) -> dict[str, Any]:
     return {
         "requests": sums.requests,
         "tokens": sums.total_tokens,
+        "cached_tokens": sums.cached_tokens,
+        "cache_write_tokens": sums.cache_write_tokens,
+        "reasoning_tokens": sums.reasoning_tokens,
         "cost": cost_number(sums.cost),
         "cost_exact": cost_text(sums.cost),
     }
@@ -86,6 +89,9 @@ def key_usage(key_id: int) -> Response:
         "end": iso(end_before or now),
         "total_requests": total.requests,
         "total_tokens": total.total_tokens,
+        "total_cached_tokens": total.cached_tokens,
+        "total_cache_write_tokens": total.cache_write_tokens,
+        "total_reasoning_tokens": total.reasoning_tokens,
         "total_cost": cost_number(total.cost),
         "total_cost_exact": cost_text(total.cost),
         "avg_response_time": total.avg_latency_ms,

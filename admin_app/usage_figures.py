@@ -1,10 +1,11 @@
 """Usage figures for reports: exact sums from the rollups, exact p95s from the raw rows.
 
-Sums (requests, tokens, errors, cost, latency) come from `usage_rollup_daily`
-and `usage_rollup` (hourly), which database triggers keep equal to
-`usage_record` (migrations 0002, 0003; 0006 adds the client API to their key). A window reads whole UTC days from the
-daily table, whole hours at its ends from the hourly one, and only its partial
-hours from the raw rows, so any window costs a few thousand rollup rows plus
+Sums (requests, tokens and their cached, cache-write and reasoning parts, errors,
+cost, latency) come from `usage_rollup_daily` and `usage_rollup` (hourly), which
+database triggers keep equal to `usage_record` (migrations 0002, 0003; 0006 adds
+the client API to their key, 0008 the token parts). A window reads whole UTC days
+from the daily table, whole hours at its ends from the hourly one, and only its
+partial hours from the raw rows, so any window costs a few thousand rollup rows plus
 at most two hours of raw rows. Conversation figures have no rollup and are
 summed from the raw rows.
 
@@ -102,6 +103,9 @@ class Sums:
     errors: int = 0
     cost_scaled: int = 0
     latency_us: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def add(self, other: Sums) -> None:
         """Add `other` into these sums."""
@@ -112,6 +116,9 @@ class Sums:
         self.errors += other.errors
         self.cost_scaled += other.cost_scaled
         self.latency_us += other.latency_us
+        self.cached_tokens += other.cached_tokens
+        self.cache_write_tokens += other.cache_write_tokens
+        self.reasoning_tokens += other.reasoning_tokens
 
     @property
     def cost(self) -> Decimal:
@@ -141,6 +148,9 @@ class Sums:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
+            "cached_tokens": self.cached_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
             "errors": self.errors,
             "cost_usd": cost_number(self.cost),
             "cost_usd_exact": cost_text(self.cost),
@@ -201,6 +211,9 @@ def latency_us_sql(latency: ColumnElement[Any], dialect: Dialect) -> ColumnEleme
     return cast(func.floor(shifted), BigInteger)
 
 
+_PART_TOKENS = ("cached_tokens", "cache_write_tokens", "reasoning_tokens")
+
+
 def _raw_sums_columns(dialect: Dialect) -> list[ColumnElement[Any]]:
     u = UsageRecord
     return [
@@ -212,6 +225,7 @@ def _raw_sums_columns(dialect: Dialect) -> list[ColumnElement[Any]]:
         # The raw scaled integers: exact on both backends, converted once in Python.
         func.coalesce(func.sum(type_coerce(u.cost_usd, BigInteger)), 0).label("cost_scaled"),
         func.coalesce(func.sum(latency_us_sql(u.latency_ms, dialect)), 0).label("latency_us"),
+        *(func.coalesce(func.sum(getattr(u, name)), 0).label(name) for name in _PART_TOKENS),
     ]
 
 
@@ -224,6 +238,7 @@ def _rollup_sums_columns(r: type[UsageRollup] | type[UsageRollupDaily]) -> list[
         func.sum(r.errors).label("errors"),
         func.sum(type_coerce(r.cost_usd, BigInteger)).label("cost_scaled"),
         func.sum(r.latency_us).label("latency_us"),
+        *(func.sum(getattr(r, name)).label(name) for name in _PART_TOKENS),
     ]
 
 
@@ -236,6 +251,9 @@ def _sums(row: Any) -> Sums:
         errors=int(row.errors or 0),
         cost_scaled=int(row.cost_scaled or 0),
         latency_us=int(row.latency_us or 0),
+        cached_tokens=int(row.cached_tokens or 0),
+        cache_write_tokens=int(row.cache_write_tokens or 0),
+        reasoning_tokens=int(row.reasoning_tokens or 0),
     )
 
 

@@ -198,6 +198,10 @@ class RollupSums:
     cost_usd: Mapped[Decimal] = mapped_column(Money)
     # Sum of each latency rounded to whole microseconds: integer, so exact on both backends.
     latency_us: Mapped[int] = mapped_column(BigInteger)
+    # Parts of prompt_tokens (cache reads, cache writes) and of completion_tokens (reasoning); 0008.
+    cached_tokens: Mapped[int] = mapped_column(BigInteger)
+    cache_write_tokens: Mapped[int] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
 
 
 class UsageRollup(RollupSums, Base):

@@ -94,6 +94,9 @@ def _end_exclusive(bound: DateBound) -> datetime:
     return bound.at + (timedelta(days=1) if bound.whole_day else timedelta(microseconds=1))
 
 
+CACHED_DOC = "Prompt tokens read from the provider's prompt cache (part of prompt_tokens)."
+CACHE_WRITE_DOC = "Prompt tokens written to the provider's prompt cache (part of prompt_tokens)."
+REASONING_DOC = "Completion tokens spent on reasoning (part of completion_tokens)."
 COST_DOC = (
     "Exact sum rendered as a JSON number: the nearest double, whose shortest text equals the exact "
     "decimal while the total stays below $1000; use cost_usd_exact for billing."
@@ -107,6 +110,9 @@ class DayFiguresSchema(Schema):
     prompt_tokens = fields.Integer()
     completion_tokens = fields.Integer()
     total_tokens = fields.Integer()
+    cached_tokens = fields.Integer(metadata={"description": CACHED_DOC})
+    cache_write_tokens = fields.Integer(metadata={"description": CACHE_WRITE_DOC})
+    reasoning_tokens = fields.Integer(metadata={"description": REASONING_DOC})
     errors = fields.Integer(metadata={"description": "Requests answered with status >= 400."})
     cost_usd = fields.Float(metadata={"description": COST_DOC})
     cost_usd_exact = fields.String(

@@ -5,7 +5,10 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from admin_app.schemas.stats import (
+    CACHE_WRITE_DOC,
+    CACHED_DOC,
     COST_DOC,
+    REASONING_DOC,
     DayFiguresSchema,
     FiguresSchema,
     RangeQuerySchema,
@@ -72,6 +75,9 @@ class UsageEntrySchema(Schema):
 
     requests = fields.Integer()
     tokens = fields.Integer()
+    cached_tokens = fields.Integer(metadata={"description": CACHED_DOC})
+    cache_write_tokens = fields.Integer(metadata={"description": CACHE_WRITE_DOC})
+    reasoning_tokens = fields.Integer(metadata={"description": REASONING_DOC})
     cost = fields.Float(metadata={"description": COST_DOC})
     cost_exact = fields.String(metadata={"description": "Exact cost in USD, 12 places."})
 
@@ -87,6 +93,9 @@ class KeyUsageSchema(Schema):
     end = fields.String()
     total_requests = fields.Integer()
     total_tokens = fields.Integer()
+    total_cached_tokens = fields.Integer(metadata={"description": CACHED_DOC})
+    total_cache_write_tokens = fields.Integer(metadata={"description": CACHE_WRITE_DOC})
+    total_reasoning_tokens = fields.Integer(metadata={"description": REASONING_DOC})
     total_cost = fields.Float(metadata={"description": COST_DOC})
     total_cost_exact = fields.String()
     avg_response_time = fields.Float(allow_none=True, metadata={"description": "Mean latency in ms."})

@@ -17,7 +17,8 @@ from tests.admin.conftest import SEED_PROVIDER, AdminClient, assert_error
 pytestmark = pytest.mark.db
 
 FIGURES = {
-    "requests", "prompt_tokens", "completion_tokens", "total_tokens", "errors", "cost_usd", "cost_usd_exact",
+    "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "cache_write_tokens",
+    "reasoning_tokens", "errors", "cost_usd", "cost_usd_exact",
     "success_rate", "avg_latency_ms", "p95_latency_ms",
 }
 
@@ -70,7 +71,8 @@ def _cost(*amounts: str) -> float:
 def test_empty_database(admin: AdminClient) -> None:
     body = admin.ok("GET", "/stats/total")
     assert body == {
-        "requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "errors": 0,
+        "requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cached_tokens": 0,
+        "cache_write_tokens": 0, "reasoning_tokens": 0, "errors": 0,
         "cost_usd": 0, "cost_usd_exact": "0.000000000000", "success_rate": None, "avg_latency_ms": None,
         "p95_latency_ms": None, "by_provider": {}, "by_model": {}, "by_key": {}, "by_api": {},
     }
@@ -90,9 +92,9 @@ def test_total_with_breakdowns(usage: AdminClient) -> None:
     assert openai["cost_usd"] == _cost("0.000123456789", "0.1")
     assert body["by_provider"]["local"]["total_tokens"] == 150
     assert body["by_provider"]["unknown"] == {
-        "requests": 1, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "errors": 1,
-        "cost_usd": 0, "cost_usd_exact": "0.000000000000", "success_rate": 0.0, "avg_latency_ms": 0.0,
-        "p95_latency_ms": 0.0,
+        "requests": 1, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cached_tokens": 0,
+        "cache_write_tokens": 0, "reasoning_tokens": 0, "errors": 1, "cost_usd": 0,
+        "cost_usd_exact": "0.000000000000", "success_rate": 0.0, "avg_latency_ms": 0.0, "p95_latency_ms": 0.0,
     }
     assert body["by_key"] == {"none": {k: v for k, v in body.items() if k in FIGURES}}
     assert body["by_api"] == {"chat": {k: v for k, v in body.items() if k in FIGURES}}

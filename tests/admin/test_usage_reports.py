@@ -78,6 +78,9 @@ def generate(now: datetime, key_ids: list[int], provider_ids: list[int], seed: i
         model = rng.choice(list(MODELS))
         provider_index, input_price, output_price = MODELS[model]
         prompt, completion = rng.randrange(1, 3000), rng.randrange(0, 1500)
+        cached = rng.randrange(0, prompt + 1) if i % 4 == 0 else 0
+        cache_write = rng.randrange(0, prompt - cached + 1) if i % 6 == 0 else 0
+        reasoning = rng.randrange(0, completion + 1) if i % 5 == 0 else 0
         status = rng.choices([200, 400, 429, 499, 502], weights=[85, 3, 4, 5, 3])[0]
         key_id: int | None = rng.choice(key_ids) if i % 97 else None
         provider_id: int | None = provider_ids[provider_index]
@@ -98,6 +101,9 @@ def generate(now: datetime, key_ids: list[int], provider_ids: list[int], seed: i
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
+            "cached_tokens": cached,
+            "cache_write_tokens": cache_write,
+            "reasoning_tokens": reasoning,
             "cost_usd": request_cost(prompt, completion, Decimal(input_price), Decimal(output_price)),
             "latency_ms": _latency(rng),
             "status_code": status,
@@ -115,7 +121,7 @@ def insert_rows(settings: Settings, rows: list[Row]) -> None:
             present = {column["name"] for column in inspect(conn).get_columns("usage_record")}
             table = Table("usage_record", MetaData(),
                           *(c._copy() for c in UsageRecord.__table__.columns if c.name in present))
-            conn.execute(insert(table), rows)
+            conn.execute(insert(table), [{k: v for k, v in row.items() if k in present} for row in rows])
     finally:
         engine.dispose()
 
@@ -134,6 +140,9 @@ def expected_figures(rows: list[Row], with_p95: bool = True) -> dict[str, Any]:
         "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
         "completion_tokens": sum(r["completion_tokens"] for r in rows),
         "total_tokens": sum(r["total_tokens"] for r in rows),
+        "cached_tokens": sum(r["cached_tokens"] for r in rows),
+        "cache_write_tokens": sum(r["cache_write_tokens"] for r in rows),
+        "reasoning_tokens": sum(r["reasoning_tokens"] for r in rows),
         "errors": errors,
         "cost_usd": float(cost),
         "cost_usd_exact": f"{cost.quantize(Decimal('1e-12')):f}",
@@ -297,8 +306,9 @@ def expected_key_usage(rows: list[Row], first: date, last: date) -> dict[str, An
 
     def entry(members: list[Row]) -> dict[str, Any]:
         f = expected_figures(members, with_p95=False)
-        return {"requests": f["requests"], "tokens": f["total_tokens"], "cost": f["cost_usd"],
-                "cost_exact": f["cost_usd_exact"]}
+        return {"requests": f["requests"], "tokens": f["total_tokens"], "cached_tokens": f["cached_tokens"],
+                "cache_write_tokens": f["cache_write_tokens"], "reasoning_tokens": f["reasoning_tokens"],
+                "cost": f["cost_usd"], "cost_exact": f["cost_usd_exact"]}
 
     by_model: dict[str, list[Row]] = {}
     by_api: dict[str, list[Row]] = {}
@@ -309,6 +319,9 @@ def expected_key_usage(rows: list[Row], first: date, last: date) -> dict[str, An
         "period_days": (last - first).days + 1,
         "total_requests": figures["requests"],
         "total_tokens": figures["total_tokens"],
+        "total_cached_tokens": figures["cached_tokens"],
+        "total_cache_write_tokens": figures["cache_write_tokens"],
+        "total_reasoning_tokens": figures["reasoning_tokens"],
         "total_cost": figures["cost_usd"],
         "total_cost_exact": figures["cost_usd_exact"],
         "avg_response_time": figures["avg_latency_ms"],
@@ -440,6 +453,9 @@ def test_export_defuses_spreadsheet_formulas(admin: AdminClient, settings: Setti
 # --- the rollup -----------------------------------------------------------------------------------
 
 
+PARTS = ("cached_tokens", "cache_write_tokens", "reasoning_tokens")
+
+
 def rollup_equals_rows(settings: Settings) -> None:
     """usage_rollup and usage_rollup_daily hold exactly the per-hour and per-day sums of usage_record."""
     engine = make_engine(settings.database_url)
@@ -448,19 +464,19 @@ def rollup_equals_rows(settings: Settings) -> None:
             rows = [
                 {c: getattr(r, c) for c in ("key_id", "provider_id", "provider_name", "model", "api", "prompt_tokens",
                                             "completion_tokens", "total_tokens", "status_code", "cost_usd",
-                                            "latency_ms", "created_at")}
+                                            "latency_ms", "created_at", *PARTS)}
                 for r in session.scalars(select(UsageRecord))
             ]
             stored = {
                 (r.hour, r.key_id, r.provider_id, r.provider_name, r.model, r.api):
                     (r.requests, r.prompt_tokens, r.completion_tokens, r.total_tokens, r.errors, r.cost_usd,
-                     r.latency_us)
+                     r.latency_us, *(getattr(r, part) for part in PARTS))
                 for r in session.scalars(select(UsageRollup))
             }
             stored_daily = {
                 (r.day, r.key_id, r.provider_id, r.provider_name, r.model, r.api):
                     (r.requests, r.prompt_tokens, r.completion_tokens, r.total_tokens, r.errors, r.cost_usd,
-                     r.latency_us)
+                     r.latency_us, *(getattr(r, part) for part in PARTS))
                 for r in session.scalars(select(UsageRollupDaily))
             }
     finally:
@@ -470,15 +486,15 @@ def rollup_equals_rows(settings: Settings) -> None:
     for r in rows:
         hour = (r["created_at"] - epoch) // timedelta(hours=1)
         key = (hour, r["key_id"] or 0, r["provider_id"] or 0, r["provider_name"] or "", r["model"], r["api"])
-        sums = expected.setdefault(key, [0, 0, 0, 0, 0, Decimal(0), 0])
+        sums = expected.setdefault(key, [0, 0, 0, 0, 0, Decimal(0), 0, 0, 0, 0])
         for i, value in enumerate((1, r["prompt_tokens"], r["completion_tokens"], r["total_tokens"],
                                    int(r["status_code"] >= 400), r["cost_usd"],
-                                   math.floor(r["latency_ms"] * 1000 + 0.5))):
+                                   math.floor(r["latency_ms"] * 1000 + 0.5), *(r[part] for part in PARTS))):
             sums[i] += value
     assert stored == {k: tuple(v) for k, v in expected.items()}
     daily: dict[tuple[Any, ...], list[Any]] = {}
     for (hour, *dims), sums in expected.items():
-        day_sums = daily.setdefault((hour // 24, *dims), [0, 0, 0, 0, 0, Decimal(0), 0])
+        day_sums = daily.setdefault((hour // 24, *dims), [0, 0, 0, 0, 0, Decimal(0), 0, 0, 0, 0])
         for i, value in enumerate(sums):
             day_sums[i] += value
     assert stored_daily == {k: tuple(v) for k, v in daily.items()}
@@ -496,6 +512,9 @@ def test_rollup_follows_inserts_updates_and_deletes(history: History, settings: 
             )
             conn.execute(update(UsageRecord).where(UsageRecord.id % 11 == 0).values(key_id=None))
             conn.execute(update(UsageRecord).where(UsageRecord.id % 13 == 0).values(api="messages"))
+            conn.execute(update(UsageRecord).where(UsageRecord.id % 17 == 0).values(
+                cached_tokens=UsageRecord.cached_tokens + 3, cache_write_tokens=UsageRecord.cache_write_tokens + 2,
+                reasoning_tokens=UsageRecord.reasoning_tokens + 1))
         rollup_equals_rows(settings)
         with engine.begin() as conn:
             conn.execute(delete(UsageRecord))
@@ -512,6 +531,11 @@ def test_migrations_backfill_the_rollups_from_existing_rows(settings: Settings) 
     upgrade_database(settings.database_url)
     rollup_equals_rows(settings)
     insert_rows(settings, generate(datetime.now(timezone.utc), [3], [1, 2], seed=12)[:100])
+    rollup_equals_rows(settings)
+    # Rows written under 0007's triggers (no token parts in the rollups) are summed in by 0008.
+    command.downgrade(alembic_config(settings.database_url), "0007")
+    insert_rows(settings, generate(datetime.now(timezone.utc), [3], [1, 2], seed=13)[:100])
+    upgrade_database(settings.database_url)
     rollup_equals_rows(settings)
 
 
