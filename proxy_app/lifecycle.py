@@ -16,6 +16,7 @@ from proxy_app.exchange.recording import AccessLogSink, ArchiveSink, SettlementS
 from proxy_app.exchange.state import ProxyState
 from proxy_app.exchange.tokens import TokenCounter
 from proxy_app.governance import MemoryLimiter
+from proxy_app.governance.breaker import Breakers
 from proxy_app.memory import trim_heap
 from proxy_app.transport.http import UpstreamClient
 from shared.db import make_engine
@@ -62,9 +63,11 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     # No cookies, no environment proxies: one client's upstream state never rides along on
     # another key's calls, and a provider's own http_proxy is the only proxy used.
     upstream = UpstreamClient()
+    breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown_s, settings.retry_after_max_s)
+    rank = {"least_latency": breakers.rank_latency, "least_busy": breakers.rank_busy}.get(settings.routing_strategy)
     state = ProxyState(
         settings=settings, config=config, upstream=upstream, usage=usage, archive=archive, tokens=tokens,
-        limiter=limiter,
+        limiter=limiter, breakers=breakers, rank=rank,
         # The usage row first: it is the part that must never be lost.
         sinks=(UsageRowSink(usage), SettlementSink(limiter), ArchiveSink(archive, settings.archive_messages),
                AccessLogSink()),

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+ROUTING_STRATEGIES = ("weighted", "least_latency", "least_busy")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -127,6 +128,21 @@ class Settings:
     # Database calls give up after these (both apps).
     db_connect_timeout_s: float = 5.0
     db_statement_timeout_s: float = 10.0
+    # Circuit breaker: consecutive failures that open a circuit (0: never), and its cooldown.
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
+    # The longest a 429's Retry-After takes a provider (for that model) out of rotation.
+    retry_after_max_s: float = 300.0
+    # How equal-priority providers share requests: weighted, least_latency or least_busy.
+    routing_strategy: str = "weighted"
+    # /metrics on both apps; OpenTelemetry traces only with an OTLP endpoint.
+    metrics_enabled: bool = True
+    otel_endpoint: str | None = None
+    otel_service_name: str = "nexusai"
+    # /health/ready fails when the config snapshot is older than this.
+    config_stale_after_s: float = 10.0
+    # Log lines as text (the default) or one JSON object per line.
+    log_format: str = "text"
 
     @classmethod
     def from_env(
@@ -184,6 +200,15 @@ class Settings:
             proxy_keepalive_timeout_s=_float("PROXY_KEEPALIVE_TIMEOUT_S", get("PROXY_KEEPALIVE_TIMEOUT_S", "30")),
             db_connect_timeout_s=_float("DB_CONNECT_TIMEOUT_S", get("DB_CONNECT_TIMEOUT_S", "5")),
             db_statement_timeout_s=_float("DB_STATEMENT_TIMEOUT_S", get("DB_STATEMENT_TIMEOUT_S", "10")),
+            breaker_failures=_int("BREAKER_FAILURES", get("BREAKER_FAILURES", "5"), 0),
+            breaker_cooldown_s=_float("BREAKER_COOLDOWN_S", get("BREAKER_COOLDOWN_S", "30")),
+            retry_after_max_s=_float("RETRY_AFTER_MAX_S", get("RETRY_AFTER_MAX_S", "300")),
+            routing_strategy=_choice("ROUTING_STRATEGY", get("ROUTING_STRATEGY", "weighted"), ROUTING_STRATEGIES),
+            metrics_enabled=_bool("METRICS_ENABLED", get("METRICS_ENABLED", "1")),
+            otel_endpoint=(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "").strip() or None,
+            otel_service_name=get("OTEL_SERVICE_NAME", "nexusai"),
+            config_stale_after_s=_float("CONFIG_STALE_AFTER_S", get("CONFIG_STALE_AFTER_S", "10")),
+            log_format=_choice("LOG_FORMAT", get("LOG_FORMAT", "text"), ("text", "json")),
         )
 
     def with_overrides(self, **changes: Any) -> Settings:

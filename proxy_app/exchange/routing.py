@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from proxy_app.backs import adapter_for
 from proxy_app.config import KeyCfg, ProviderCfg, Route, Snapshot
@@ -30,8 +31,12 @@ def _explicit(snapshot: Snapshot, model: str) -> tuple[str, tuple[Route, ...]] |
     return (rest, routes) if routes else None
 
 
-def _order(routes: tuple[Route, ...]) -> list[Route]:
-    # Equal priorities share load by weight; higher priorities always go first.
+Rank = Callable[[Route], float]
+
+
+def _order(routes: tuple[Route, ...], rank: Rank | None = None) -> list[Route]:
+    # Equal priorities share load by weight (or go by `rank`, lowest first, weight breaking
+    # ties); higher priorities always go first.
     if len(routes) < 2:
         return list(routes)
     ordered: list[Route] = []
@@ -41,10 +46,14 @@ def _order(routes: tuple[Route, ...]) -> list[Route]:
         while j < len(routes) and routes[j].provider.priority == routes[i].provider.priority:
             j += 1
         group = list(routes[i:j])
+        shuffled: list[Route] = []
         while len(group) > 1:
             pick = random.choices(range(len(group)), weights=[r.provider.weight for r in group])[0]
-            ordered.append(group.pop(pick))
-        ordered.extend(group)
+            shuffled.append(group.pop(pick))
+        shuffled.extend(group)
+        if rank is not None and len(shuffled) > 1:
+            shuffled.sort(key=rank)  # stable: equal ranks keep the weighted order
+        ordered.extend(shuffled)
         i = j
     return ordered
 
@@ -59,8 +68,12 @@ def serves(provider: ProviderCfg, api: str, via_chat: bool = False) -> bool:
     return speaks(provider, api) or (via_chat and speaks(provider, "chat"))
 
 
-def resolve(snapshot: Snapshot, key: KeyCfg, model: str, api: str = "chat", via_chat: bool = False) -> list[Route]:
-    """Candidates in try order, or 404 (unknown model, or no provider of it serves `api`) / 403 (scope)."""
+def resolve(snapshot: Snapshot, key: KeyCfg, model: str, api: str = "chat", via_chat: bool = False,
+            rank: Rank | None = None) -> list[Route]:
+    """Candidates in try order, or 404 (unknown model, or no provider of it serves `api`) / 403 (scope).
+
+    `rank` orders providers of equal priority (least_latency, least_busy); None shares by weight.
+    """
     explicit = _explicit(snapshot, model)
     if explicit is not None:
         _, routes = explicit
@@ -85,4 +98,4 @@ def resolve(snapshot: Snapshot, key: KeyCfg, model: str, api: str = "chat", via_
             404, f"No provider of the model '{echo(model)}' serves the {api} API.",
             code="model_not_found", param="model",
         )
-    return _order(serving)
+    return _order(serving, rank)

@@ -41,6 +41,7 @@ from proxy_app.exchange.pricing import ZERO, request_cost
 from proxy_app.exchange.routing import resolve, speaks
 from proxy_app.exchange.state import ProxyState
 from proxy_app.governance import Ticket, is_limited, needs_reservation
+from proxy_app.governance.breaker import Circuit, retry_after_seconds
 from proxy_app.hub import Piece
 from proxy_app.transport.http import UpstreamConnectTimeout, UpstreamHTTPError, UpstreamResponse
 
@@ -152,7 +153,8 @@ async def open_exchange(
     conversation_id = pick_conversation_id(conversation_header, body, default_conversation)
     try:
         translation = api.translation
-        routes = resolve(state.config.snapshot, key, model, api.name, via_chat=translation is not None)
+        routes = resolve(state.config.snapshot, key, model, api.name, via_chat=translation is not None,
+                         rank=state.rank)
         if translation is not None:
             routes = _translatable(routes, api.name, translation.native_only(body), model)
         exchange = Exchange(state, api, key, model, body, stream, conversation_id, transport, routes, started)
@@ -204,7 +206,7 @@ class Exchange:
         "state", "api", "key", "model", "client_body", "body", "stream", "conversation_id", "transport", "routes",
         "started", "request_id", "created_at", "ticket", "limit_headers", "route", "adapter", "meter", "attempts",
         "delivered", "complete", "chat_body", "translated", "client_headers", "_upstream", "_stop", "_recording",
-        "_outcome", "_waiters",
+        "_outcome", "_waiters", "_serving", "_claimed", "_headers_ms",
     )
 
     def __init__(self, state: ProxyState, api: Api, key: KeyCfg, model: str, body: dict[str, Any], stream: bool,
@@ -238,6 +240,9 @@ class Exchange:
         self._recording = False
         self._outcome: Outcome | None = None
         self._waiters: list[asyncio.Future[Outcome]] = []
+        self._serving: Route | None = None  # the route whose reply is being relayed (busy in the breakers)
+        self._claimed: tuple[Circuit, ...] = ()  # circuit probes its attempt claimed
+        self._headers_ms = 0.0  # time from the attempt's start to the upstream's response headers
 
     # --- for fronts -----------------------------------------------------------
 
@@ -285,6 +290,11 @@ class Exchange:
                 self._stop = (500, "internal_error")  # a bug below us: still one row, never none
             self._abandon()
             raise
+        finally:
+            serving = self._serving
+            if serving is not None:
+                self._serving = None
+                self.state.breakers.end(serving, self._claimed)
 
     async def close(self, status: int, error_type: str) -> Outcome:
         """Record an exchange that ends without running (or before its reply), with this status."""
@@ -313,11 +323,13 @@ class Exchange:
     async def _open(self) -> UpstreamResponse:
         """POST to the first candidate that answers usefully.
 
-        A candidate is skipped when it cannot be reached, times out before its headers,
+        Candidates whose circuits are open are passed over (see governance/breaker). A
+        candidate is skipped when it cannot be reached, times out before its headers,
         or answers 429/5xx; the last candidate's answer is returned as it is.
         """
         state = self.state
-        candidates = self.routes[:state.settings.upstream_max_attempts]
+        breakers = state.breakers
+        candidates = breakers.usable(self.routes)[:state.settings.upstream_max_attempts]
         last_error: UpstreamFailure | None = None
         for attempt, route in enumerate(candidates, start=1):
             is_last = attempt == len(candidates)
@@ -331,6 +343,8 @@ class Exchange:
             else:
                 call = adapter.build(provider, self.api.name, self.body, route.upstream_name, self.stream,
                                      self.client_headers)
+            claimed = breakers.begin(route)
+            began = time.perf_counter()
             try:
                 response = await state.upstream.request(
                     call.method, call.url, body=call.body, headers=call.headers, proxy=_proxy_url(route),
@@ -339,31 +353,59 @@ class Exchange:
             except UpstreamConnectTimeout:
                 log.warning("request %s attempt %d: provider %s: no connection within %g s",
                             self.request_id, attempt, provider.name, provider.connect_timeout_s)
+                breakers.failed(route, "connect timeout", provider_wide=True)
+                breakers.end(route, claimed)
                 last_error = UpstreamFailure(upstream_timeout(
                     f"Upstream provider '{provider.name}' did not accept a connection within "
                     f"{provider.connect_timeout_s:g} s."), route)
                 continue
             except TimeoutError:
                 log.warning("request %s attempt %d: provider %s timed out", self.request_id, attempt, provider.name)
+                breakers.failed(route, "first-byte timeout", provider_wide=True)
+                breakers.end(route, claimed)
                 last_error = UpstreamFailure(upstream_timeout(
                     f"Upstream provider '{provider.name}' did not answer within {provider.timeout_s:g} s."), route)
                 continue
             except UpstreamHTTPError as exc:
                 log.warning("request %s attempt %d: provider %s unreachable: %s",
                             self.request_id, attempt, provider.name, type(exc).__name__)
+                breakers.failed(route, f"unreachable ({type(exc).__name__})", provider_wide=True)
+                breakers.end(route, claimed)
                 last_error = UpstreamFailure(
                     upstream_unreachable(f"Upstream provider '{provider.name}' is unreachable."), route)
                 continue
-            if response.status in RETRY_STATUSES and not is_last:
-                log.warning("request %s attempt %d: provider %s answered %d, trying next",
-                            self.request_id, attempt, provider.name, response.status)
-                response.release()
-                continue
+            except BaseException:
+                breakers.end(route, claimed)  # cancelled: the probe, if this was one, is given back
+                raise
+            self._headers_ms = (time.perf_counter() - began) * 1000.0
+            if response.status in RETRY_STATUSES:
+                wait = retry_after_seconds(response.headers.get("retry-after")) if response.status in (429, 503) \
+                    else None
+                breakers.failed(route, f"HTTP {response.status}", provider_wide=False, latency_ms=self._headers_ms,
+                                retry_after_s=wait)
+                if not is_last:
+                    log.warning("request %s attempt %d: provider %s answered %d, trying next",
+                                self.request_id, attempt, provider.name, response.status)
+                    breakers.end(route, claimed)
+                    response.release()
+                    continue
             if attempt > 1:
                 log.info("request %s served by provider %s on attempt %d", self.request_id, provider.name, attempt)
+            self._serving, self._claimed = route, claimed
             return response
         assert last_error is not None
         raise last_error
+
+    def _healthy(self) -> None:
+        """The serving upstream's reply went through: its circuits close."""
+        if self._serving is not None:
+            self.state.breakers.succeeded(self._serving, self._headers_ms)
+
+    def _sick(self, error: str, provider_wide: bool) -> None:
+        """The serving upstream failed while replying."""
+        if self._serving is not None:
+            self.state.breakers.failed(self._serving, error, provider_wide=provider_wide,
+                                       latency_ms=self._headers_ms)
 
     async def _relay_whole(self, response: UpstreamResponse, renderer: Renderer) -> None:
         """An error status, or a reply in one piece (a JSON reply, or an upstream that ignored `stream`)."""
@@ -375,11 +417,14 @@ class Exchange:
                 error = upstream_timeout(f"Upstream provider '{provider.name}' timed out sending its reply.")
             else:
                 error = upstream_unreachable(f"Upstream provider '{provider.name}' broke off its reply.")
+            self._sick(error.code or "reply failed", provider_wide=True)
             outcome = await self._record(error.status, error.code, delivered=False)
             await renderer.failed(self, error, outcome)
             return
         self.meter.ttft_ms = (time.perf_counter() - self.started) * 1000.0
         status = response.status
+        if status not in RETRY_STATUSES:
+            self._healthy()  # a 4xx is the request's fault, not the upstream's
         if status >= 400:
             body = self.adapter.error_body(status, raw, provider)
             outcome = await self._record(status, "upstream_error", delivered=False)
@@ -409,13 +454,16 @@ class Exchange:
         except (UpstreamHTTPError, TimeoutError) as exc:
             if self.complete:
                 # It broke off after the end of the reply ([DONE]): the client has all of it.
+                self._healthy()
                 await renderer.finished(self, await self.outcome())
                 return
             error = stream_failure(exc, self.route.provider.name)
+            self._sick(error.code or "stream failed", provider_wide=True)
             outcome = await self._record(error.status, error.code, delivered=self.delivered)
             await renderer.failed(self, error, outcome)
             return
         # The upstream ended its body (after [DONE], or without one).
+        self._healthy()
         outcome = await self._record(200, None, delivered=self.delivered)
         self.complete = True
         await renderer.finished(self, outcome)
@@ -438,6 +486,8 @@ class Exchange:
                     await renderer.pieces(self, pieces[:index], False)
                     self.delivered = True
                 error = ProxyError(fault.status, fault.message, type="upstream_error", code=fault.code)
+                if fault.status in RETRY_STATUSES:
+                    self._sick(f"error event ({fault.code or fault.status})", provider_wide=False)
                 outcome = await self._record(error.status, error.code, delivered=self.delivered)
                 await renderer.failed(self, error, outcome)
                 return True

@@ -41,6 +41,7 @@ class Scenario:
     tool_calls: list[tuple[str, str]] = field(default_factory=list)  # (name, JSON arguments) after the text
     reasoning: str = ""  # reasoning text before the reply (as DeepSeek's `reasoning_content`)
     cache_write_tokens: int = 0  # Anthropic's cache_creation_input_tokens (its /v1/messages only)
+    error_headers: dict[str, str] = field(default_factory=dict)  # with status >= 400 (Retry-After, say)
 
     def pieces(self) -> list[str]:
         """The reply split into stream chunks (word by word, spaces kept)."""
@@ -201,11 +202,11 @@ class FakeUpstream:
             await asyncio.sleep(sc.delay_s)
         if sc.status >= 400:
             if isinstance(sc.error_body, str):
-                return web.Response(status=sc.status, text=sc.error_body)
+                return web.Response(status=sc.status, text=sc.error_body, headers=sc.error_headers)
             payload = sc.error_body or {"error": {
                 "message": f"fake failure {sc.status}", "type": "server_error", "param": None, "code": None,
             }}
-            return web.json_response(payload, status=sc.status)
+            return web.json_response(payload, status=sc.status, headers=sc.error_headers)
         pieces = sc.pieces()
         completion = sc.completion_tokens if sc.completion_tokens is not None else len(pieces)
         usage: dict[str, Any] = {"prompt_tokens": sc.prompt_tokens, "completion_tokens": completion,
