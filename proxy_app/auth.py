@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+import ipaddress
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
@@ -43,3 +45,20 @@ def authenticate(snapshot: Snapshot, raw_key: str | None, now: datetime | None =
             401, f"API key {key.hint} expired at {key.expires_at.isoformat()}.", code="key_expired"
         )
     return key
+
+
+def check_operator(headers: Mapping[str, str], remote: str | None, admin_token: str | None) -> None:
+    """Let an operator's tool in (`Authorization: Bearer <ADMIN_TOKEN>`; without a token, loopback only)."""
+    if admin_token is None:
+        try:
+            loopback = remote is not None and ipaddress.ip_address(remote.split("%", 1)[0]).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ProxyError(403, "Without ADMIN_TOKEN this endpoint answers loopback clients only.",
+                             type="permission_error", code="operator_only")
+        return
+    scheme, _, value = (headers.get("Authorization") or "").partition(" ")
+    presented = value.strip().encode("utf-8", "surrogateescape") if scheme.lower() == "bearer" else b""
+    if not hmac.compare_digest(presented, admin_token.encode("utf-8")):
+        raise ProxyError(401, "This endpoint needs 'Authorization: Bearer <ADMIN_TOKEN>'.", code="invalid_admin_token")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -197,6 +198,8 @@ class ConfigStore:
         self.poll_interval_s = poll_interval_s
         self.snapshot = Snapshot()
         self.on_load = on_load
+        self.confirmed_at: float | None = None  # monotonic time the snapshot was last known current
+        self.last_error: str | None = None  # why the last refresh failed, until one succeeds
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -204,6 +207,7 @@ class ConfigStore:
         """Load the snapshot now, off the loop."""
         loop = asyncio.get_running_loop()
         self.snapshot = await loop.run_in_executor(None, load_snapshot, self.engine)
+        self.confirmed_at, self.last_error = time.monotonic(), None
         if self.on_load is not None:
             self.on_load(self.snapshot)
         log.info("config loaded: version %d, %d keys, %d models",
@@ -233,7 +237,10 @@ class ConfigStore:
                 version = await loop.run_in_executor(None, read_version, self.engine)
                 if version != self.snapshot.version:
                     await self.load()
+                else:
+                    self.confirmed_at, self.last_error = time.monotonic(), None
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep serving the last good snapshot
+                self.last_error = type(exc).__name__
                 log.error("config refresh failed, keeping version %d: %s", self.snapshot.version, exc)

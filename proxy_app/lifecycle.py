@@ -12,6 +12,7 @@ from aiohttp import web
 from proxy_app.app_keys import SETTINGS, STATE
 from proxy_app.config import ConfigStore
 from proxy_app.exchange.archive import ArchiveWriter
+from proxy_app.exchange.metrics import ProxyMetrics
 from proxy_app.exchange.recording import AccessLogSink, ArchiveSink, SettlementSink, UsageRowSink
 from proxy_app.exchange.state import ProxyState
 from proxy_app.exchange.tokens import TokenCounter
@@ -30,6 +31,17 @@ ENCODING_LOAD_TIMEOUT_S = 15.0
 BACKGROUND_DRAIN_S = 5.0
 USAGE_FLUSH_S = 20.0
 ARCHIVE_FLUSH_S = 5.0
+METRICS_REFRESH_S = 1.0
+
+
+async def _observe(state: ProxyState) -> None:
+    """Copy the proxy's running state into its metrics once a second."""
+    while True:
+        await asyncio.sleep(METRICS_REFRESH_S)
+        try:
+            state.observe()
+        except Exception:  # noqa: BLE001 - metrics must never take the proxy down
+            log.exception("metrics refresh failed")
 
 
 async def services_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -65,13 +77,15 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     upstream = UpstreamClient()
     breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown_s, settings.retry_after_max_s)
     rank = {"least_latency": breakers.rank_latency, "least_busy": breakers.rank_busy}.get(settings.routing_strategy)
+    metrics = ProxyMetrics() if settings.metrics_enabled else None
     state = ProxyState(
         settings=settings, config=config, upstream=upstream, usage=usage, archive=archive, tokens=tokens,
-        limiter=limiter, breakers=breakers, rank=rank,
+        limiter=limiter, breakers=breakers, rank=rank, metrics=metrics,
         # The usage row first: it is the part that must never be lost.
         sinks=(UsageRowSink(usage), SettlementSink(limiter), ArchiveSink(archive, settings.archive_messages),
-               AccessLogSink()),
+               AccessLogSink(), *((metrics,) if metrics is not None else ())),
     )
+    observer = asyncio.create_task(_observe(state), name="metrics-refresh") if metrics is not None else None
     app[STATE] = state
     # Start-up leaves ~half a million long-lived objects (SQLAlchemy, aiohttp, tiktoken); a full
     # collection over them stalled the loop for 50-200 ms. Freeze them out of the collector.
@@ -81,6 +95,8 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if observer is not None:
+            observer.cancel()
         if state.background:
             await asyncio.wait(set(state.background), timeout=BACKGROUND_DRAIN_S)
         await config.stop()

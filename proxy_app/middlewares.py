@@ -16,9 +16,10 @@ from proxy_app.exchange import new_request_id
 log = logging.getLogger("nexusai.proxy")
 access_log = logging.getLogger("nexusai.proxy.access")
 
-# Routes served without a client key. The WebSocket authenticates itself after the upgrade
-# (header, query or first message), so that browsers are told why a key was refused.
-PUBLIC_PATHS = frozenset({"/health", "/"})
+# Routes served without a client key (/metrics checks the operator's token itself). The
+# WebSocket authenticates itself after the upgrade (header, query or first message), so that
+# browsers are told why a key was refused.
+PUBLIC_PATHS = frozenset({"/health", "/health/ready", "/", "/metrics"})
 LATE_AUTH_PATHS = frozenset({"/ws/chat"})
 
 _HTTP_CODES = {

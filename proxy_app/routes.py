@@ -10,6 +10,7 @@ from proxy_app.fronts.embeddings import embeddings
 from proxy_app.fronts.health import health, root
 from proxy_app.fronts.messages import count_tokens, messages
 from proxy_app.fronts.models import list_models, retrieve_model
+from proxy_app.fronts.operations import metrics, ready
 from proxy_app.fronts.responses import responses
 from proxy_app.fronts.ws_chat import ws_chat
 
@@ -17,6 +18,8 @@ from proxy_app.fronts.ws_chat import ws_chat
 def setup_routes(app: web.Application) -> None:
     """Register every route of the proxy."""
     app.router.add_get("/health", health)
+    app.router.add_get("/health/ready", ready)
+    app.router.add_get("/metrics", metrics)  # the operator's, not a client key's
     app.router.add_get("/", root)  # and HEAD: Claude Code probes the base URL
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)

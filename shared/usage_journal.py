@@ -284,8 +284,12 @@ class UsageRecorder:
         self._recorded: Position = (0, 0)
         self._cursor: _Cursor | None = None
         self._overflow: list[Record] = []  # rows the journal could not take (a full disk)
-        self._journal_failing = False
+        self._journal_failing = False  # said so in the log once
+        self._journal_ok = True  # the last journal write went through
         self._last_write = 0.0
+        self._submitted = 0  # rows this process submitted, and how many of them are in the database
+        self._recorded_rows = 0
+        self._pending_since = 0.0  # about when the oldest row still waiting was submitted
         self.slot: Path | None = None
         self.written = 0
 
@@ -319,6 +323,9 @@ class UsageRecorder:
     def submit(self, record: Mapping[str, Any]) -> None:
         """Journal one usage row: one write() to the kernel; never waits on the database."""
         line = _encode(record)
+        if self._submitted == self._recorded_rows:
+            self._pending_since = time.monotonic()
+        self._submitted += 1
         try:
             written = os.write(self._fd, line)
             if written != len(line):
@@ -326,11 +333,37 @@ class UsageRecorder:
         except OSError as exc:
             self._journal_failed(record, exc)
             return
+        if not self._journal_ok:
+            self._journal_ok = True
         self._segment_size += written
         self._appended = (self._segment, self._segment_size)
         if self._segment_size >= self._segment_bytes:
             self._rotate()
         self._thread.wake()
+
+    def backlog_rows(self) -> int:
+        """Rows this process submitted that are not in the database yet (journaled, or held after a journal failure).
+
+        With USAGE_RECORDER=process the journal is the recorder's to move: only held rows count.
+        """
+        if not self.record_journal:
+            return len(self._overflow)
+        return max(0, self._submitted - self._recorded_rows)
+
+    def lag_s(self) -> float:
+        """About how long the oldest row still waiting for the database has waited (0: none waits)."""
+        if not self.backlog_rows():
+            return 0.0
+        return max(0.0, time.monotonic() - self._pending_since)
+
+    def trouble(self) -> str | None:
+        """Why rows are not reaching their destination now, or None when the usage path is writing."""
+        if not self._journal_ok:
+            return "the usage journal cannot be written; rows are held in memory for the database"
+        failing = self._inserter.failing_since
+        if failing is not None and (self.record_journal or self._overflow):
+            return f"usage rows have not reached the database for {time.monotonic() - failing:.1f} s (retrying)"
+        return None
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until every row submitted so far is in the database, or journaled for another process."""
@@ -369,6 +402,7 @@ class UsageRecorder:
 
     def _journal_failed(self, record: Mapping[str, Any], exc: OSError) -> None:
         # Keep the row for the recorder to write directly: losing it is the one thing not to do.
+        self._journal_ok = False
         if not self._journal_failing:
             self._journal_failing = True
             log.error("usage journal write failed (%s); rows go straight to the database meanwhile",
@@ -444,6 +478,8 @@ class UsageRecorder:
             self.written += len(rows)
             if own:
                 self._recorded = position
+                self._recorded_rows += len(rows)
+                self._pending_since = self._last_write  # the rows left were submitted after those written
             self._cond.notify_all()
         return True
 
@@ -458,6 +494,7 @@ class UsageRecorder:
             return
         with self._cond:
             self.written += len(rows)
+            self._recorded_rows += len(rows)
             self._cond.notify_all()
 
 class JournalRecorder:
@@ -569,6 +606,7 @@ class _Inserter:
         self._stopping = stopping
         self._sleep = sleep  # cut short by a stop request
         self._deadline = deadline
+        self.failing_since: float | None = None  # monotonic time of the first failure of the current outage
 
     def record(self, rows: list[Record], bad: list[bytes]) -> bool:
         """Insert rows (retrying outages) and set unreadable lines aside; False when stopping cut it short."""
@@ -584,12 +622,16 @@ class _Inserter:
             attempts += 1
             try:
                 self._write(rows)
+                self.failing_since = None
                 return True
             except Exception as exc:  # noqa: BLE001 - outages are retried, refused rows set aside
+                if is_outage(exc) and self.failing_since is None:
+                    self.failing_since = time.monotonic()
                 if not is_outage(exc):
                     # The database refused the data itself: write the rows one by one, so a single
                     # bad row cannot hold back everyone else's.
                     self._write_each(rows)
+                    self.failing_since = None  # it answered: the database is there
                     return True
                 if attempts == 1 or attempts % 20 == 0:
                     log.error("usage write of %d rows failed (attempt %d): %s; retrying, rows stay journaled",

@@ -149,8 +149,12 @@ async def open_exchange(
 ) -> Exchange:
     """Validate, route and admit one request (raises ProxyError; nothing is recorded for a refusal)."""
     started = time.perf_counter()
-    model, stream = api.validate(body)
-    conversation_id = pick_conversation_id(conversation_header, body, default_conversation)
+    try:
+        model, stream = api.validate(body)
+        conversation_id = pick_conversation_id(conversation_header, body, default_conversation)
+    except ProxyError as exc:
+        state.refusals[(api.name, exc.code or exc.type)] += 1
+        raise
     try:
         translation = api.translation
         routes = resolve(state.config.snapshot, key, model, api.name, via_chat=translation is not None,
@@ -167,6 +171,7 @@ async def open_exchange(
     except ProxyError as exc:
         # Refused after the conversation was known (unknown model, scope, limits): say which one.
         exc.headers.setdefault("X-Conversation-Id", conversation_id)
+        state.refusals[(api.name, exc.code or exc.type)] += 1
         raise
     return exchange
 
@@ -278,6 +283,8 @@ class Exchange:
 
     async def run(self, renderer: Renderer) -> None:
         """Relay the exchange to `renderer`; it is recorded once however this ends."""
+        state = self.state
+        state.in_flight += 1
         try:
             await self._run(renderer)
         except asyncio.CancelledError:
@@ -291,10 +298,11 @@ class Exchange:
             self._abandon()
             raise
         finally:
+            state.in_flight -= 1
             serving = self._serving
             if serving is not None:
                 self._serving = None
-                self.state.breakers.end(serving, self._claimed)
+                state.breakers.end(serving, self._claimed)
 
     async def close(self, status: int, error_type: str) -> Outcome:
         """Record an exchange that ends without running (or before its reply), with this status."""
@@ -353,7 +361,7 @@ class Exchange:
             except UpstreamConnectTimeout:
                 log.warning("request %s attempt %d: provider %s: no connection within %g s",
                             self.request_id, attempt, provider.name, provider.connect_timeout_s)
-                breakers.failed(route, "connect timeout", provider_wide=True)
+                breakers.failed(route, "connect timeout", kind="connect_timeout", provider_wide=True)
                 breakers.end(route, claimed)
                 last_error = UpstreamFailure(upstream_timeout(
                     f"Upstream provider '{provider.name}' did not accept a connection within "
@@ -361,7 +369,7 @@ class Exchange:
                 continue
             except TimeoutError:
                 log.warning("request %s attempt %d: provider %s timed out", self.request_id, attempt, provider.name)
-                breakers.failed(route, "first-byte timeout", provider_wide=True)
+                breakers.failed(route, "first-byte timeout", kind="timeout", provider_wide=True)
                 breakers.end(route, claimed)
                 last_error = UpstreamFailure(upstream_timeout(
                     f"Upstream provider '{provider.name}' did not answer within {provider.timeout_s:g} s."), route)
@@ -369,7 +377,7 @@ class Exchange:
             except UpstreamHTTPError as exc:
                 log.warning("request %s attempt %d: provider %s unreachable: %s",
                             self.request_id, attempt, provider.name, type(exc).__name__)
-                breakers.failed(route, f"unreachable ({type(exc).__name__})", provider_wide=True)
+                breakers.failed(route, f"unreachable ({type(exc).__name__})", kind="unreachable", provider_wide=True)
                 breakers.end(route, claimed)
                 last_error = UpstreamFailure(
                     upstream_unreachable(f"Upstream provider '{provider.name}' is unreachable."), route)
@@ -381,8 +389,8 @@ class Exchange:
             if response.status in RETRY_STATUSES:
                 wait = retry_after_seconds(response.headers.get("retry-after")) if response.status in (429, 503) \
                     else None
-                breakers.failed(route, f"HTTP {response.status}", provider_wide=False, latency_ms=self._headers_ms,
-                                retry_after_s=wait)
+                breakers.failed(route, f"HTTP {response.status}", kind=f"status_{response.status}",
+                                provider_wide=False, latency_ms=self._headers_ms, retry_after_s=wait)
                 if not is_last:
                     log.warning("request %s attempt %d: provider %s answered %d, trying next",
                                 self.request_id, attempt, provider.name, response.status)
@@ -401,10 +409,10 @@ class Exchange:
         if self._serving is not None:
             self.state.breakers.succeeded(self._serving, self._headers_ms)
 
-    def _sick(self, error: str, provider_wide: bool) -> None:
+    def _sick(self, error: str, kind: str, provider_wide: bool) -> None:
         """The serving upstream failed while replying."""
         if self._serving is not None:
-            self.state.breakers.failed(self._serving, error, provider_wide=provider_wide,
+            self.state.breakers.failed(self._serving, error, kind=kind, provider_wide=provider_wide,
                                        latency_ms=self._headers_ms)
 
     async def _relay_whole(self, response: UpstreamResponse, renderer: Renderer) -> None:
@@ -417,7 +425,7 @@ class Exchange:
                 error = upstream_timeout(f"Upstream provider '{provider.name}' timed out sending its reply.")
             else:
                 error = upstream_unreachable(f"Upstream provider '{provider.name}' broke off its reply.")
-            self._sick(error.code or "reply failed", provider_wide=True)
+            self._sick(error.code or "reply failed", "reply_failed", provider_wide=True)
             outcome = await self._record(error.status, error.code, delivered=False)
             await renderer.failed(self, error, outcome)
             return
@@ -458,7 +466,7 @@ class Exchange:
                 await renderer.finished(self, await self.outcome())
                 return
             error = stream_failure(exc, self.route.provider.name)
-            self._sick(error.code or "stream failed", provider_wide=True)
+            self._sick(error.code or "stream failed", "stream_failed", provider_wide=True)
             outcome = await self._record(error.status, error.code, delivered=self.delivered)
             await renderer.failed(self, error, outcome)
             return
@@ -487,7 +495,7 @@ class Exchange:
                     self.delivered = True
                 error = ProxyError(fault.status, fault.message, type="upstream_error", code=fault.code)
                 if fault.status in RETRY_STATUSES:
-                    self._sick(f"error event ({fault.code or fault.status})", provider_wide=False)
+                    self._sick(f"error event ({fault.code or fault.status})", "error_event", provider_wide=False)
                 outcome = await self._record(error.status, error.code, delivered=self.delivered)
                 await renderer.failed(self, error, outcome)
                 return True

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from proxy_app.config import ConfigStore, Route
 from proxy_app.exchange.archive import ArchiveWriter
+from proxy_app.exchange.metrics import ProxyMetrics, labels_of
 from proxy_app.exchange.outcome import Sink
 from proxy_app.exchange.tokens import TokenCounter
 from proxy_app.governance import Limiter
@@ -34,3 +37,19 @@ class ProxyState:
     sinks: tuple[Sink, ...] = ()  # each outcome goes to every one, in order
     # Recordings moved off a cancelled handler, and WebSocket turns; awaited before the writers stop.
     background: set[asyncio.Task[object]] = field(default_factory=set)
+    metrics: ProxyMetrics | None = None  # METRICS_ENABLED
+    in_flight: int = 0  # exchanges running
+    refusals: Counter[tuple[str, str]] = field(default_factory=Counter)  # (api, reason) refused before routing
+
+    def observe(self) -> None:
+        """Copy the running state into the metrics (once a second, and before a scrape)."""
+        metrics = self.metrics
+        if metrics is None:
+            return
+        confirmed = self.config.confirmed_at
+        metrics.refresh(
+            in_flight=self.in_flight, attempts=self.breakers.attempts, refusals=self.refusals,
+            circuits=labels_of(self.breakers.report()), backlog=self.usage.backlog_rows(), lag_s=self.usage.lag_s(),
+            config_age_s=float("inf") if confirmed is None else time.monotonic() - confirmed,
+            config_version=self.config.snapshot.version,
+        )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -92,6 +92,7 @@ class Breakers:
         self.clock = clock
         self.providers: dict[int, ProviderHealth] = {}
         self.names: dict[int, str] = {}
+        self.attempts: Counter[tuple[str, str]] = Counter()  # (provider name, result) -> attempts so far
 
     def health(self, route: Route) -> ProviderHealth:
         """The health record of a route's provider (created on first use)."""
@@ -169,6 +170,7 @@ class Breakers:
         """The upstream answered usefully (headers of a non-failing status) after `latency_ms`."""
         health = self.health(route)
         now = self.clock()
+        self.attempts[(route.provider.name, "ok")] += 1
         health.recent.append((now, True, latency_ms))
         previous = health.latency_ms
         health.latency_ms = latency_ms if previous is None else previous + LATENCY_EWMA * (latency_ms - previous)
@@ -181,11 +183,13 @@ class Breakers:
                 circuit.state = CLOSED
                 log.warning("circuit %s closed: the upstream answered again", circuit.name)
 
-    def failed(self, route: Route, error: str, *, provider_wide: bool, latency_ms: float | None = None,
+    def failed(self, route: Route, error: str, *, kind: str, provider_wide: bool, latency_ms: float | None = None,
                retry_after_s: float | None = None) -> None:
-        """An attempt failed: `provider_wide` for connection, timeout and stream failures, else this model's."""
+        """An attempt failed (`kind`: a short fixed label); `provider_wide` for connection, timeout and
+        stream failures, else this model's."""
         health = self.health(route)
         now = self.clock()
+        self.attempts[(route.provider.name, kind)] += 1
         health.recent.append((now, False, latency_ms if latency_ms is not None else -1.0))
         health.last_error_wall = time.time()
         circuit = health.circuit if provider_wide else self._model_circuit(health, route)

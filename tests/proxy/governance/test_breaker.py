@@ -40,7 +40,7 @@ def _route(provider_id: int, model: str = "m") -> Route:
 
 def _fail(breakers: Breakers, route: Route, provider_wide: bool = True, **kw: Any) -> None:
     claimed = breakers.begin(route)
-    breakers.failed(route, "boom", provider_wide=provider_wide, **kw)
+    breakers.failed(route, "boom", kind="timeout", provider_wide=provider_wide, **kw)
     breakers.end(route, claimed)
 
 
@@ -61,7 +61,7 @@ def test_opens_after_consecutive_failures_then_half_opens_for_one_probe() -> Non
     assert breakers.usable([a, b]) == [a, b]
     probe = breakers.begin(a)  # the probe goes out: nobody else may use a meanwhile
     assert breakers.usable([a, b]) == [b]
-    breakers.failed(a, "still down", provider_wide=True)
+    breakers.failed(a, "still down", kind="timeout", provider_wide=True)
     breakers.end(a, probe)
     assert breakers.report()[1]["state"] == OPEN and breakers.usable([a, b]) == [b]  # a failed probe reopens
     clock.now += 10
