@@ -29,6 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from shared.metrics_dir import ENV as METRICS_DIR_ENV
+from shared.metrics_dir import share_metrics_dir
 from shared.settings import Settings, SettingsError
 
 ROOT = Path(__file__).resolve().parent
@@ -188,6 +190,11 @@ def serve_admin(settings: Settings) -> int:
     from gunicorn.arbiter import Arbiter
     from gunicorn.glogging import Logger as GunicornLogger
 
+    if settings.metrics_enabled and not os.environ.get(METRICS_DIR_ENV):
+        # Gunicorn's workers count into files there; any worker's /metrics adds them all up.
+        share_metrics_dir(settings.data_dir / "metrics" / "admin")
+    from prometheus_client import multiprocess
+
     from admin_app.serving import (
         KEEPALIVE_S,
         LIMIT_REQUEST_FIELD_SIZE,
@@ -222,6 +229,10 @@ def serve_admin(settings: Settings) -> int:
         # Workers must not outlive an arbiter that was killed outright.
         die_with_parent(server.pid)
 
+    def child_exit(server: Any, worker: Any) -> None:
+        if os.environ.get(METRICS_DIR_ENV):
+            multiprocess.mark_process_dead(worker.pid)  # its live gauges go; its counters stay summed
+
     def post_worker_init(worker: Any) -> None:
         # A Ctrl-C in a terminal reaches the workers too: finish the request first.
         signal.signal(signal.SIGINT, worker.handle_exit)
@@ -253,6 +264,7 @@ def serve_admin(settings: Settings) -> int:
                 "when_ready": when_ready,
                 "post_fork": post_fork,
                 "post_worker_init": post_worker_init,
+                "child_exit": child_exit,
             }
             for key, value in options.items():
                 self.cfg.set(key, value)

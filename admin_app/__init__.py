@@ -54,7 +54,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         key_quota,
         key_usage,
         keys,
+        metrics,
         openapi,
+        provider_health,
         provider_models,
         providers,
         stats,
@@ -63,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from admin_app.api import bp
 
     access_log.init_app(app)
+    metrics.init_app(app, settings.metrics_enabled)
     auth.init_app(app, settings)
     errors.init_app(app)
     app.register_blueprint(bp)

@@ -29,6 +29,7 @@ from admin_app.schemas.keys import (
     KeyRotateSchema,
     KeyUpdateSchema,
 )
+from admin_app.schemas.provider_health import ProviderHealthSchema
 from admin_app.schemas.provider_models import (
     ProviderModelInSchema,
     ProviderModelOutSchema,
@@ -97,6 +98,8 @@ OPERATIONS: dict[str, Operation] = {
     "list_audit": Operation(AuditEntrySchema, many=True, query=AuditQuerySchema, tag="audit"),
     "health": Operation(tag="meta"),
     "openapi_document": Operation(tag="meta"),
+    "metrics_exposition": Operation(tag="meta"),
+    "provider_health": Operation(ProviderHealthSchema, tag="providers"),
 }
 
 _ERRORS = {

@@ -18,6 +18,7 @@ from proxy_app.exchange.state import ProxyState
 from proxy_app.exchange.tokens import TokenCounter
 from proxy_app.governance import MemoryLimiter
 from proxy_app.governance.breaker import Breakers
+from proxy_app.health_rows import HealthRows
 from proxy_app.memory import trim_heap
 from proxy_app.transport.http import UpstreamClient
 from shared.db import make_engine
@@ -86,6 +87,8 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
                AccessLogSink(), *((metrics,) if metrics is not None else ())),
     )
     observer = asyncio.create_task(_observe(state), name="metrics-refresh") if metrics is not None else None
+    health_rows = HealthRows(engine, breakers, settings.health_write_interval_s)
+    health_rows.start()
     app[STATE] = state
     # Start-up leaves ~half a million long-lived objects (SQLAlchemy, aiohttp, tiktoken); a full
     # collection over them stalled the loop for 50-200 ms. Freeze them out of the collector.
@@ -97,6 +100,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         if observer is not None:
             observer.cancel()
+        await health_rows.stop()
         if state.background:
             await asyncio.wait(set(state.background), timeout=BACKGROUND_DRAIN_S)
         await config.stop()

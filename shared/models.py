@@ -246,6 +246,30 @@ class AuditLog(Base):
     changes: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
+class ProviderHealth(Base):
+    """What one proxy process saw of one provider lately (its circuits, attempts, latencies).
+
+    Each process rewrites its own rows every few seconds and deletes them when it stops;
+    the admin merges the fresh rows of every process into `GET /providers/{id}/health`.
+    No foreign key: a proxy may still report a provider the admin just deleted.
+    """
+
+    __tablename__ = "provider_health"
+
+    instance: Mapped[str] = mapped_column(String(100), primary_key=True)  # host:pid of the proxy process
+    provider_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider_name: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(16))  # closed, half_open, open: the provider's own circuit
+    models: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # model name -> its circuit's state
+    requests: Mapped[int] = mapped_column(Integer, default=0)  # attempts in the recent window
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    latencies_ms: Mapped[list[float]] = mapped_column(JSON, default=list)  # successful attempts', sorted
+    in_flight: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(500), default=None)
+    last_error_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
 class ConfigVersion(Base):
     """A single row whose version is bumped by every admin change."""
 

@@ -141,6 +141,8 @@ class Settings:
     otel_service_name: str = "nexusai"
     # /health/ready fails when the config snapshot is older than this.
     config_stale_after_s: float = 10.0
+    # How often each proxy process writes its provider health for the admin.
+    health_write_interval_s: float = 5.0
     # Log lines as text (the default) or one JSON object per line.
     log_format: str = "text"
 
@@ -207,6 +209,7 @@ class Settings:
             metrics_enabled=_bool("METRICS_ENABLED", get("METRICS_ENABLED", "1")),
             otel_endpoint=(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "").strip() or None,
             otel_service_name=get("OTEL_SERVICE_NAME", "nexusai"),
+            health_write_interval_s=_float("HEALTH_WRITE_INTERVAL_S", get("HEALTH_WRITE_INTERVAL_S", "5")),
             config_stale_after_s=_float("CONFIG_STALE_AFTER_S", get("CONFIG_STALE_AFTER_S", "10")),
             log_format=_choice("LOG_FORMAT", get("LOG_FORMAT", "text"), ("text", "json")),
         )

@@ -29,6 +29,8 @@ SEED_PATHS = {
     "/audit": {"get"},
     "/health": {"get"},
     "/openapi.json": {"get"},
+    "/metrics": {"get"},
+    "/providers/{provider_id}/health": {"get"},
 }
 
 
