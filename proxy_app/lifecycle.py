@@ -16,6 +16,7 @@ from proxy_app.exchange.metrics import ProxyMetrics
 from proxy_app.exchange.recording import AccessLogSink, ArchiveSink, SettlementSink, UsageRowSink
 from proxy_app.exchange.state import ProxyState
 from proxy_app.exchange.tokens import TokenCounter
+from proxy_app.exchange.tracing import Tracing
 from proxy_app.governance import MemoryLimiter
 from proxy_app.governance.breaker import Breakers
 from proxy_app.health_rows import HealthRows
@@ -79,12 +80,14 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown_s, settings.retry_after_max_s)
     rank = {"least_latency": breakers.rank_latency, "least_busy": breakers.rank_busy}.get(settings.routing_strategy)
     metrics = ProxyMetrics() if settings.metrics_enabled else None
+    tracing = Tracing(settings.otel_endpoint, settings.otel_service_name) if settings.otel_endpoint else None
+    extra_sinks = tuple(sink for sink in (metrics, tracing) if sink is not None)
     state = ProxyState(
         settings=settings, config=config, upstream=upstream, usage=usage, archive=archive, tokens=tokens,
-        limiter=limiter, breakers=breakers, rank=rank, metrics=metrics,
+        limiter=limiter, breakers=breakers, rank=rank, metrics=metrics, tracing=tracing,
         # The usage row first: it is the part that must never be lost.
         sinks=(UsageRowSink(usage), SettlementSink(limiter), ArchiveSink(archive, settings.archive_messages),
-               AccessLogSink(), *((metrics,) if metrics is not None else ())),
+               AccessLogSink(), *extra_sinks),
     )
     observer = asyncio.create_task(_observe(state), name="metrics-refresh") if metrics is not None else None
     health_rows = HealthRows(engine, breakers, settings.health_write_interval_s)
@@ -109,6 +112,8 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         # database does not take in time stay journaled for the next start.
         await loop.run_in_executor(None, usage.stop, USAGE_FLUSH_S)
         await loop.run_in_executor(None, archive.stop, ARCHIVE_FLUSH_S)
+        if tracing is not None:
+            await loop.run_in_executor(None, tracing.shutdown)
         engine.dispose()
         if usage.record_journal:
             log.info("proxy stopped: usage rows recorded this run: %d", usage.written)

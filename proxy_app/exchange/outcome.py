@@ -6,16 +6,19 @@ needs, so the sinks never depend on the runner (nor the runner on them).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from proxy_app.config import KeyCfg, Route
 from proxy_app.exchange.api import Api
 from proxy_app.exchange.meter import Meter, Usage
 from proxy_app.governance import Ticket
+
+if TYPE_CHECKING:
+    from proxy_app.exchange.tracing import Attempt
 
 
 class Recorded(Protocol):
@@ -47,6 +50,8 @@ class Recorded(Protocol):
     def client_body(self) -> dict[str, Any]: ...
     @property
     def attempts(self) -> int: ...
+    @property
+    def trail(self) -> Sequence[Attempt] | None: ...
 
 
 @dataclass(slots=True)

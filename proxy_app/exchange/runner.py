@@ -40,6 +40,7 @@ from proxy_app.exchange.outcome import Outcome, Sink
 from proxy_app.exchange.pricing import ZERO, request_cost
 from proxy_app.exchange.routing import resolve, speaks
 from proxy_app.exchange.state import ProxyState
+from proxy_app.exchange.tracing import Attempt
 from proxy_app.governance import Ticket, is_limited, needs_reservation
 from proxy_app.governance.breaker import Circuit, retry_after_seconds
 from proxy_app.hub import Piece
@@ -211,7 +212,7 @@ class Exchange:
         "state", "api", "key", "model", "client_body", "body", "stream", "conversation_id", "transport", "routes",
         "started", "request_id", "created_at", "ticket", "limit_headers", "route", "adapter", "meter", "attempts",
         "delivered", "complete", "chat_body", "translated", "client_headers", "_upstream", "_stop", "_recording",
-        "_outcome", "_waiters", "_serving", "_claimed", "_headers_ms",
+        "_outcome", "_waiters", "_serving", "_claimed", "_headers_ms", "trail",
     )
 
     def __init__(self, state: ProxyState, api: Api, key: KeyCfg, model: str, body: dict[str, Any], stream: bool,
@@ -248,6 +249,7 @@ class Exchange:
         self._serving: Route | None = None  # the route whose reply is being relayed (busy in the breakers)
         self._claimed: tuple[Circuit, ...] = ()  # circuit probes its attempt claimed
         self._headers_ms = 0.0  # time from the attempt's start to the upstream's response headers
+        self.trail: list[Attempt] | None = [] if state.tracing is not None else None  # attempts, for traces
 
     # --- for fronts -----------------------------------------------------------
 
@@ -353,6 +355,10 @@ class Exchange:
                                      self.client_headers)
             claimed = breakers.begin(route)
             began = time.perf_counter()
+            trail = self.trail
+            if trail is not None:
+                trail.append(Attempt(provider.name, provider.kind, call.url.split("/", 3)[2] if "://" in call.url
+                                     else call.url, route.upstream_name, time.time_ns(), 0, "ok", None))
             try:
                 response = await state.upstream.request(
                     call.method, call.url, body=call.body, headers=call.headers, proxy=_proxy_url(route),
@@ -363,6 +369,7 @@ class Exchange:
                             self.request_id, attempt, provider.name, provider.connect_timeout_s)
                 breakers.failed(route, "connect timeout", kind="connect_timeout", provider_wide=True)
                 breakers.end(route, claimed)
+                _note(trail, "connect_timeout")
                 last_error = UpstreamFailure(upstream_timeout(
                     f"Upstream provider '{provider.name}' did not accept a connection within "
                     f"{provider.connect_timeout_s:g} s."), route)
@@ -371,6 +378,7 @@ class Exchange:
                 log.warning("request %s attempt %d: provider %s timed out", self.request_id, attempt, provider.name)
                 breakers.failed(route, "first-byte timeout", kind="timeout", provider_wide=True)
                 breakers.end(route, claimed)
+                _note(trail, "timeout")
                 last_error = UpstreamFailure(upstream_timeout(
                     f"Upstream provider '{provider.name}' did not answer within {provider.timeout_s:g} s."), route)
                 continue
@@ -379,14 +387,20 @@ class Exchange:
                             self.request_id, attempt, provider.name, type(exc).__name__)
                 breakers.failed(route, f"unreachable ({type(exc).__name__})", kind="unreachable", provider_wide=True)
                 breakers.end(route, claimed)
+                _note(trail, "unreachable")
                 last_error = UpstreamFailure(
                     upstream_unreachable(f"Upstream provider '{provider.name}' is unreachable."), route)
                 continue
             except BaseException:
                 breakers.end(route, claimed)  # cancelled: the probe, if this was one, is given back
+                _note(trail, "cancelled")
                 raise
             self._headers_ms = (time.perf_counter() - began) * 1000.0
+            if trail is not None:
+                trail[-1].status = response.status
             if response.status in RETRY_STATUSES:
+                if trail is not None:
+                    trail[-1].result = f"status_{response.status}"
                 wait = retry_after_seconds(response.headers.get("retry-after")) if response.status in (429, 503) \
                     else None
                 breakers.failed(route, f"HTTP {response.status}", kind=f"status_{response.status}",
@@ -395,6 +409,7 @@ class Exchange:
                     log.warning("request %s attempt %d: provider %s answered %d, trying next",
                                 self.request_id, attempt, provider.name, response.status)
                     breakers.end(route, claimed)
+                    _note(trail, trail[-1].result if trail else "")
                     response.release()
                     continue
             if attempt > 1:
@@ -600,6 +615,13 @@ async def _run_sinks(outcome: Outcome, sinks: Sequence[Sink]) -> None:
                 await pending
         except Exception:  # noqa: BLE001
             log.exception("outcome sink %s failed for request %s", type(sink).__name__, outcome.exchange.request_id)
+
+
+def _note(trail: list[Attempt] | None, result: str) -> None:
+    """End the attempt being traced with `result` (no-op without traces)."""
+    if trail:
+        attempt = trail[-1]
+        attempt.result, attempt.end_ns = result, time.time_ns()
 
 
 def _proxy_url(route: Route) -> str | None:

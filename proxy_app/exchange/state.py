@@ -13,6 +13,7 @@ from proxy_app.exchange.archive import ArchiveWriter
 from proxy_app.exchange.metrics import ProxyMetrics, labels_of
 from proxy_app.exchange.outcome import Sink
 from proxy_app.exchange.tokens import TokenCounter
+from proxy_app.exchange.tracing import Tracing
 from proxy_app.governance import Limiter
 from proxy_app.governance.breaker import Breakers
 from proxy_app.transport.http import UpstreamClient
@@ -38,6 +39,7 @@ class ProxyState:
     # Recordings moved off a cancelled handler, and WebSocket turns; awaited before the writers stop.
     background: set[asyncio.Task[object]] = field(default_factory=set)
     metrics: ProxyMetrics | None = None  # METRICS_ENABLED
+    tracing: Tracing | None = None  # OTEL_EXPORTER_OTLP_ENDPOINT
     in_flight: int = 0  # exchanges running
     refusals: Counter[tuple[str, str]] = field(default_factory=Counter)  # (api, reason) refused before routing
 
