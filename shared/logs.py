@@ -8,7 +8,10 @@ import logging
 import logging.handlers
 import sys
 import time
+from datetime import datetime, timezone
 from typing import Any
+
+import orjson
 
 from shared.background import BackgroundThread
 from shared.settings import Settings
@@ -120,7 +123,28 @@ class _Clock:
         return f"{self._text},{int((now - second) * 1000):03d}"
 
 
+class JsonFormatter(logging.Formatter):
+    """LOG_FORMAT=json: one object per line (`ts` in UTC, `level`, `logger`, `message`, `exception`)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON line (without its newline)."""
+        body: dict[str, Any] = {
+            "ts": _utc_iso(record.created), "level": record.levelname, "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            body["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            body["exception"] = record.exc_text
+        return orjson.dumps(body).decode()
+
+
+def _utc_iso(created: float) -> str:
+    return datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 _batching: BatchingHandler | None = None  # the proxy process's, once setup_logging installed it
+_json_lines = False  # LOG_FORMAT=json
 _clock = _Clock()
 
 
@@ -131,7 +155,11 @@ def log_info_line(logger: logging.Logger, fmt: str, *args: object) -> None:
     strftime were ~10% of the event loop's time per request. The line is the same.
     """
     if _batching is not None and logger.isEnabledFor(logging.INFO) and _only_root_handles(logger):
-        _batching.append(f"{_clock.asctime()} INFO [{logger.name}] {fmt % args}\n")
+        if _json_lines:
+            _batching.append(orjson.dumps({"ts": _utc_iso(time.time()), "level": "INFO", "logger": logger.name,
+                                           "message": fmt % args}).decode() + "\n")
+        else:
+            _batching.append(f"{_clock.asctime()} INFO [{logger.name}] {fmt % args}\n")
     else:
         logger.info(fmt, *args)
 
@@ -181,7 +209,9 @@ def setup_logging(settings: Settings, process: str) -> None:
             root.removeHandler(handler)
             handler.close()
     settings.log_dir.mkdir(parents=True, exist_ok=True)
-    formatter = logging.Formatter(LOG_FORMAT)
+    global _json_lines
+    _json_lines = settings.log_format == "json"
+    formatter = JsonFormatter() if _json_lines else logging.Formatter(LOG_FORMAT)
     file_handler = logging.handlers.RotatingFileHandler(
         settings.log_dir / f"{process}.log", maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
     )

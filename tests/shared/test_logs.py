@@ -125,3 +125,41 @@ def test_the_fast_access_line_is_the_line_logging_would_write(tmp_path: Path) ->
     assert fast.split(" ", 2)[2] == slow.split(" ", 2)[2] == expected
     assert len(fast.split(" ", 2)[1]) == len(slow.split(" ", 2)[1]) == len("12:00:00,000")
     assert logs._batching is None  # closed with its handler: later lines go through logging
+
+
+def test_json_lines_from_both_paths(tmp_path: Path) -> None:
+    """LOG_FORMAT=json: every line an object, the proxy's fast access line included, tracebacks kept."""
+    import json
+
+    from shared import logs
+    from shared.settings import Settings
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", log_dir=tmp_path / "logs",
+                        data_dir=tmp_path / "data", messages_dir=tmp_path / "messages", log_format="json")
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, getattr(root, "_nexusai_configured", None))
+    try:
+        logs.setup_logging(settings, "proxy")
+        assert logs._batching is not None
+        root.handlers[:] = [logs._batching]
+        logs.log_info_line(logging.getLogger("nexusai.test.access"), "%s status=%d", "req_1", 200)
+        try:
+            raise ValueError("broken \"quote\"\nline")
+        except ValueError:
+            logging.getLogger("nexusai.test").exception("it failed: %s", "why")
+        logs._batching.close()
+        lines = (tmp_path / "logs" / "proxy.log").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
+        assert [(r["level"], r["logger"], r["message"]) for r in records] == [
+            ("INFO", "nexusai.test.access", "req_1 status=200"), ("ERROR", "nexusai.test", "it failed: why")]
+        assert 'ValueError: broken "quote"\nline' in records[1]["exception"]
+        assert all(r["ts"].endswith("Z") and "T" in r["ts"] for r in records)
+    finally:
+        for handler in list(root.handlers):
+            if getattr(handler, "_nexusai", False):
+                root.removeHandler(handler)
+                handler.close()
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        root._nexusai_configured = saved[2]  # type: ignore[attr-defined]
+        logs._json_lines = False
