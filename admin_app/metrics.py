@@ -19,6 +19,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
@@ -28,6 +29,7 @@ from admin_app.errors import NotFound
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _EXTENSION = "nexusai.metrics"
+disable_created_metrics()  # no `_created` series beside each counter
 
 
 class AdminMetrics:

@@ -1,25 +1,27 @@
 """Prometheus metrics of the proxy: an outcome sink for per-request figures, a refresher for the rest.
 
 Per request (the sink, on the loop): requests by api/model/provider/status, duration and
-time-to-first-token histograms, tokens by kind, cost, failovers. The label children of
-each (api, model, provider, status) are looked up once and kept, so a request costs a
-dict lookup and a few increments. Everything else (requests in flight, upstream
-attempts by result, circuit states, limiter refusals, the usage writer's backlog and
-lag, the config snapshot's age) is state the proxy keeps anyway; `refresh` copies it
-into gauges and counters once a second and before each scrape.
+time-to-first-token histograms, tokens by kind, cost, failovers. These are plain Python
+sums in one cell per (api, model, provider, status), exposed by a collector of ours at
+scrape time: prometheus_client's own counters and histograms cost 47 K instructions per
+request for these updates (locks, label lookups, a linear bucket search), about 4.6% of a
+whole JSON request, against an issue budget of 5% for everything it added; the cells
+cost a few thousand (docs/benchmarks.md). prometheus_client still builds the exposition
+and keeps the gauges. Everything else (requests in flight, upstream attempts by result,
+circuit states, limiter refusals, the usage writer's backlog and lag, the config
+snapshot's age) is state the proxy keeps anyway; `refresh` copies it in once a second
+and before each scrape.
 
-With PROMETHEUS_MULTIPROC_DIR set (several processes behind one port) prometheus_client
-keeps every value in files of that directory and any process's /metrics adds them up;
-the gauges say how (in-flight and backlog summed, ages and circuit states the largest).
 Labels are bounded: APIs, configured models and providers, status codes, fixed kinds.
+One proxy process serves its own figures; several workers behind one port are the
+scale-out issue's to merge.
 """
 
 from __future__ import annotations
 
-import os
-import time
+from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import Callable
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -27,12 +29,12 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
-    multiprocess,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from proxy_app.exchange.outcome import Outcome
 
@@ -40,68 +42,107 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TOKEN_KINDS = ("prompt", "completion", "cached", "cache_write", "reasoning")
 CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
-
-
-def multiprocess_dir() -> str | None:
-    """The directory shared by several processes' metrics, if this process is one of them."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+# The `_created` series would double the exposition for a timestamp nobody graphs.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class _Cell:
-    """The label children one (api, model, provider, status) updates per request."""
+    """Sums of the requests of one (api, model, provider, status)."""
 
-    __slots__ = ("requests", "duration", "ttft", "tokens", "cost", "failovers")
+    __slots__ = ("requests", "tokens", "cost", "failovers", "duration", "duration_sum", "ttft", "ttft_sum")
 
-    def __init__(self, m: ProxyMetrics, api: str, model: str, provider: str, status: str) -> None:
-        self.requests = m.requests.labels(api, model, provider, status)
-        self.duration = m.duration.labels(api, model, provider)
-        self.ttft = m.ttft.labels(api, model, provider)
-        self.tokens = tuple(m.tokens.labels(api, model, provider, kind) for kind in TOKEN_KINDS)
-        self.cost = m.cost.labels(api, model, provider)
-        self.failovers = m.failovers.labels(api, model)
+    def __init__(self) -> None:
+        self.requests = 0
+        self.tokens = [0, 0, 0, 0, 0]  # as TOKEN_KINDS
+        self.cost = 0.0
+        self.failovers = 0
+        self.duration = [0] * (len(DURATION_BUCKETS) + 1)  # per bucket (not cumulative); the last is +Inf
+        self.duration_sum = 0.0
+        self.ttft = [0] * (len(TTFT_BUCKETS) + 1)
+        self.ttft_sum = 0.0
+
+
+def _buckets(counts: list[int], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip(bounds, counts, strict=False):  # counts[-1] is +Inf's
+        running += count
+        out.append((repr(float(bound)), running))
+    out.append(("+Inf", running + counts[-1]))
+    return out
+
+
+class _RequestFamilies:
+    """The collector exposing the cells as Prometheus families."""
+
+    def __init__(self, cells: dict[tuple[str, str, str, int], _Cell]) -> None:
+        self._cells = cells
+
+    def collect(self) -> Iterator[Metric]:
+        """The per-request families, summed over statuses where a family has no status label."""
+        labels = ["api", "model", "provider"]
+        requests = CounterMetricFamily("nexusai_requests", "Requests answered, by client API, model, provider "
+                                       "and status.", labels=[*labels, "status"])
+        tokens = CounterMetricFamily("nexusai_tokens", "Tokens recorded; cached and cache_write are parts of "
+                                     "prompt, reasoning of completion.", labels=[*labels, "kind"])
+        cost = CounterMetricFamily("nexusai_cost_usd", "Cost recorded, in USD.", labels=labels)
+        failovers = CounterMetricFamily("nexusai_failovers", "Upstream attempts beyond the first one of a "
+                                        "request.", labels=["api", "model"])
+        duration = HistogramMetricFamily("nexusai_request_duration_seconds", "Time from the request to the end "
+                                         "of its reply.", labels=labels)
+        ttft = HistogramMetricFamily("nexusai_time_to_first_token_seconds", "Time from the request to the "
+                                     "upstream's first stream event (or whole reply).", labels=labels)
+        merged: dict[tuple[str, str, str], _Cell] = {}
+        by_model: Tally[tuple[str, str]] = Tally()
+        for (api, model, provider, status), cell in self._cells.items():
+            requests.add_metric([api, model, provider, str(status)], cell.requests)
+            total = merged.get((api, model, provider))
+            if total is None:
+                total = merged[(api, model, provider)] = _Cell()
+            total.requests += cell.requests
+            total.tokens = [a + b for a, b in zip(total.tokens, cell.tokens, strict=True)]
+            total.cost += cell.cost
+            total.duration = [a + b for a, b in zip(total.duration, cell.duration, strict=True)]
+            total.duration_sum += cell.duration_sum
+            total.ttft = [a + b for a, b in zip(total.ttft, cell.ttft, strict=True)]
+            total.ttft_sum += cell.ttft_sum
+            by_model[(api, model)] += cell.failovers
+        for key, total in merged.items():
+            values = list(key)
+            for kind, count in zip(TOKEN_KINDS, total.tokens, strict=True):
+                tokens.add_metric([*values, kind], count)
+            cost.add_metric(values, total.cost)
+            duration.add_metric(values, _buckets(total.duration, DURATION_BUCKETS), total.duration_sum)
+            ttft.add_metric(values, _buckets(total.ttft, TTFT_BUCKETS), total.ttft_sum)
+        for (api, model), count in by_model.items():
+            failovers.add_metric([api, model], count)
+        yield from (requests, duration, ttft, tokens, cost, failovers)
 
 
 class ProxyMetrics:
     """The proxy's metric families, the sink that feeds them and the scrape's rendering."""
 
     def __init__(self) -> None:
-        self.shared_dir = multiprocess_dir()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        labels = ("api", "model", "provider")
-        self.requests = Counter("nexusai_requests", "Requests answered, by client API, model, provider and status.",
-                                (*labels, "status"), registry=r)
-        self.duration = Histogram("nexusai_request_duration_seconds", "Time from the request to the end of its reply.",
-                                  labels, buckets=DURATION_BUCKETS, registry=r)
-        self.ttft = Histogram("nexusai_time_to_first_token_seconds",
-                              "Time from the request to the upstream's first stream event (or whole reply).",
-                              labels, buckets=TTFT_BUCKETS, registry=r)
-        self.tokens = Counter("nexusai_tokens", "Tokens recorded; cached and cache_write are parts of prompt, "
-                              "reasoning of completion.", (*labels, "kind"), registry=r)
-        self.cost = Counter("nexusai_cost_usd", "Cost recorded, in USD.", labels, registry=r)
-        self.failovers = Counter("nexusai_failovers", "Upstream attempts beyond the first one of a request.",
-                                 ("api", "model"), registry=r)
+        self._cells: dict[tuple[str, str, str, int], _Cell] = {}
+        r.register(_RequestFamilies(self._cells))
         self.attempts = Counter("nexusai_upstream_attempts", "Upstream attempts by provider and result.",
                                 ("provider", "result"), registry=r)
         self.refusals = Counter("nexusai_refusals", "Requests refused before any upstream call (limits, scope, "
                                 "unknown model, bad input), by client API and reason.", ("api", "reason"), registry=r)
-        self.in_flight = Gauge("nexusai_requests_in_flight", "Exchanges running now.", registry=r,
-                               multiprocess_mode="livesum")
+        self.in_flight = Gauge("nexusai_requests_in_flight", "Exchanges running now.", registry=r)
         self.circuit = Gauge("nexusai_circuit_state", "Circuit state: 0 closed, 1 half-open, 2 open "
-                             "(model empty: the provider's own circuit).", ("provider", "model"), registry=r,
-                             multiprocess_mode="livemax")
+                             "(model empty: the provider's own circuit).", ("provider", "model"), registry=r)
         self.backlog = Gauge("nexusai_usage_backlog_rows", "Usage rows journaled and not yet in the database.",
-                             registry=r, multiprocess_mode="livesum")
+                             registry=r)
         self.lag = Gauge("nexusai_usage_lag_seconds", "Age of the oldest usage row waiting for the database.",
-                         registry=r, multiprocess_mode="livemax")
+                         registry=r)
         self.config_age = Gauge("nexusai_config_age_seconds", "Seconds since the config snapshot was last confirmed "
-                                "current.", registry=r, multiprocess_mode="livemax")
-        self.config_version = Gauge("nexusai_config_version", "The config version the snapshot holds.", registry=r,
-                                    multiprocess_mode="livemin")
-        if self.shared_dir is None:
-            ProcessCollector(registry=r)
-            PlatformCollector(registry=r)
-        self._cells: dict[tuple[str, str, str, int], _Cell] = {}
+                                "current.", registry=r)
+        self.config_version = Gauge("nexusai_config_version", "The config version the snapshot holds.", registry=r)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         self._attempts_seen: Tally[tuple[str, str]] = Tally()
         self._refusals_seen: Tally[tuple[str, str]] = Tally()
         self._circuits_shown: set[tuple[str, str]] = set()
@@ -109,35 +150,34 @@ class ProxyMetrics:
     # --- per request (the outcome sink) -------------------------------------------------------
 
     def record(self, outcome: Outcome) -> None:
-        """Count one finished exchange."""
+        """Count one finished exchange (plain sums: no lock, no label lookup)."""
         ex = outcome.exchange
         route = ex.route
-        api = "ws" if ex.transport == "ws" else ex.api.name
-        key = (api, route.model_name, route.provider.name, outcome.status)
+        key = ("ws" if ex.transport == "ws" else ex.api.name, route.model_name, route.provider.name, outcome.status)
         cell = self._cells.get(key)
         if cell is None:
-            cell = self._cells[key] = _Cell(self, api, route.model_name, route.provider.name, str(outcome.status))
-        cell.requests.inc()
-        cell.duration.observe(outcome.latency_ms / 1000.0)
+            cell = self._cells[key] = _Cell()
+        cell.requests += 1
+        seconds = outcome.latency_ms / 1000.0
+        cell.duration[bisect_left(DURATION_BUCKETS, seconds)] += 1
+        cell.duration_sum += seconds
         ttft = ex.meter.ttft_ms
         if ttft is not None:
-            cell.ttft.observe(ttft / 1000.0)
+            seconds = ttft / 1000.0
+            cell.ttft[bisect_left(TTFT_BUCKETS, seconds)] += 1
+            cell.ttft_sum += seconds
         usage = outcome.usage
-        prompt, completion, cached, written, reasoning = cell.tokens
-        if usage.prompt_tokens:
-            prompt.inc(usage.prompt_tokens)
-        if usage.completion_tokens:
-            completion.inc(usage.completion_tokens)
-        if usage.cached_tokens:
-            cached.inc(usage.cached_tokens)
-        if usage.cache_write_tokens:
-            written.inc(usage.cache_write_tokens)
-        if usage.reasoning_tokens:
-            reasoning.inc(usage.reasoning_tokens)
+        tokens = cell.tokens
+        tokens[0] += usage.prompt_tokens
+        tokens[1] += usage.completion_tokens
+        if usage.cached_tokens or usage.cache_write_tokens or usage.reasoning_tokens:
+            tokens[2] += usage.cached_tokens
+            tokens[3] += usage.cache_write_tokens
+            tokens[4] += usage.reasoning_tokens
         if outcome.cost_usd:
-            cell.cost.inc(float(outcome.cost_usd))
+            cell.cost += float(outcome.cost_usd)
         if ex.attempts > 1:
-            cell.failovers.inc(ex.attempts - 1)
+            cell.failovers += ex.attempts - 1
 
     # --- state copied in ----------------------------------------------------------------------
 
@@ -169,26 +209,8 @@ class ProxyMetrics:
     # --- the scrape ---------------------------------------------------------------------------
 
     def render(self) -> tuple[bytes, str]:
-        """The exposition text (every process's, when they share a directory) and its content type."""
-        if self.shared_dir is None:
-            return generate_latest(self.registry), CONTENT_TYPE_LATEST
-        merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged, path=self.shared_dir)  # type: ignore[no-untyped-call]
-        return generate_latest(merged), CONTENT_TYPE_LATEST
-
-
-def mark_dead(pid: int) -> None:
-    """Drop a stopped process's live gauges from the shared directory (its counters stay)."""
-    if multiprocess_dir() is not None:
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
-
-
-Clock = Callable[[], float]
-
-
-def age(since: float | None, clock: Clock = time.monotonic) -> float:
-    """Seconds since a monotonic instant (infinite when it never happened)."""
-    return float("inf") if since is None else max(0.0, clock() - since)
+        """The exposition text and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 def labels_of(report: dict[int, dict[str, Any]]) -> dict[tuple[str, str], str]:

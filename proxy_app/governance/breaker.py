@@ -198,8 +198,8 @@ class Breakers:
         circuit.last_error = error
         probe_failed = circuit.probing
         circuit.probing = False
-        other = self._model_circuit(health, route) if provider_wide else health.circuit
-        if other.probing:
+        other = health.models.get(route.model_name) if provider_wide else health.circuit
+        if other is not None and other.probing:
             other.probing = False  # the probe of the other circuit is over too, unanswered
         if retry_after_s is not None:
             cooldown = min(retry_after_s, self.retry_after_max_s)

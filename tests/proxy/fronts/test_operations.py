@@ -55,6 +55,11 @@ def test_counters_match_the_requests_sent(make_gateway: Any) -> None:
     assert get("nexusai_requests_total", **where, status="500") == 1
     assert get("nexusai_request_duration_seconds_count", **where) == 4
     assert get("nexusai_request_duration_seconds_bucket", **where, le="+Inf") == 4
+    cumulative = [v for (name, labels), v in samples.items()
+                  if name == "nexusai_request_duration_seconds_bucket" and ("status", "200") not in labels]
+    assert cumulative == sorted(cumulative) and len(cumulative) == 16  # 15 bounds and +Inf, never decreasing
+    assert get("nexusai_request_duration_seconds_sum", **where) == pytest.approx(
+        sum(r.latency_ms for r in rows) / 1000, abs=1e-3)
     assert get("nexusai_time_to_first_token_seconds_count", **where) == 4
     assert get("nexusai_tokens_total", **where, kind="prompt") == sum(r.prompt_tokens for r in rows)
     assert get("nexusai_tokens_total", **where, kind="completion") == sum(r.completion_tokens for r in rows)
