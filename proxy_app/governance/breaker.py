@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
@@ -61,6 +61,7 @@ class ProviderHealth:
     latency_ms: float | None = None  # moving average of time to headers, successes only
     busy: int = 0  # attempts and replies in flight
     last_error_wall: float | None = None  # time.time() of the last failure, for reports
+    clean: bool = True  # every circuit closed, with no failure counted: the per-request checks are skipped
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -118,10 +119,16 @@ class Breakers:
             return True  # due for its probe
         return circuit.state == HALF_OPEN and not circuit.probing
 
-    def usable(self, routes: Iterable[Route]) -> list[Route]:
+    def usable(self, routes: list[Route]) -> list[Route]:
         """The routes whose circuits let a request through now, in order; never empty for a non-empty input."""
-        now = self.clock()
         providers = self.providers
+        for route in routes:
+            health = providers.get(route.provider.id)
+            if health is not None and not health.clean:
+                break
+        else:
+            return routes  # the usual case: nothing has failed lately
+        now = self.clock()
         out: list[Route] = []
         skipped: list[Route] = []
         for route in routes:
@@ -145,6 +152,8 @@ class Breakers:
         """An attempt on `route` starts: claim the probe of each circuit due for one (returned, for `end`)."""
         health = self.health(route)
         health.busy += 1
+        if health.clean:
+            return ()
         now = self.clock()
         claimed: tuple[Circuit, ...] = ()
         for circuit in (health.circuit, health.models.get(route.model_name)):
@@ -174,6 +183,8 @@ class Breakers:
         health.recent.append((now, True, latency_ms))
         previous = health.latency_ms
         health.latency_ms = latency_ms if previous is None else previous + LATENCY_EWMA * (latency_ms - previous)
+        if health.clean:
+            return
         for circuit in (health.circuit, health.models.get(route.model_name)):
             if circuit is None:
                 continue
@@ -182,12 +193,15 @@ class Breakers:
             if circuit.state != CLOSED:
                 circuit.state = CLOSED
                 log.warning("circuit %s closed: the upstream answered again", circuit.name)
+        health.clean = all(c.state == CLOSED and c.failures == 0 and not c.probing
+                           for c in (health.circuit, *health.models.values()))
 
     def failed(self, route: Route, error: str, *, kind: str, provider_wide: bool, latency_ms: float | None = None,
                retry_after_s: float | None = None) -> None:
         """An attempt failed (`kind`: a short fixed label); `provider_wide` for connection, timeout and
         stream failures, else this model's."""
         health = self.health(route)
+        health.clean = False
         now = self.clock()
         self.attempts[(route.provider.name, kind)] += 1
         health.recent.append((now, False, latency_ms if latency_ms is not None else -1.0))
