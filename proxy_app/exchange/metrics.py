@@ -22,7 +22,6 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -211,14 +210,3 @@ class ProxyMetrics:
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-
-def labels_of(report: dict[int, dict[str, Any]]) -> dict[tuple[str, str], str]:
-    """Circuit states from a Breakers report, by (provider, model); model '' is the provider's circuit."""
-    out: dict[tuple[str, str], str] = {}
-    for entry in report.values():
-        name = str(entry["name"])
-        out[(name, "")] = str(entry["state"])
-        for model, state in dict(entry["models"]).items():
-            out[(name, model)] = state
-    return out

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from proxy_app.config import ConfigStore, Route
 from proxy_app.exchange.archive import ArchiveWriter
-from proxy_app.exchange.metrics import ProxyMetrics, labels_of
+from proxy_app.exchange.metrics import ProxyMetrics
 from proxy_app.exchange.outcome import Sink
 from proxy_app.exchange.tokens import TokenCounter
 from proxy_app.exchange.tracing import Tracing
@@ -51,7 +51,7 @@ class ProxyState:
         confirmed = self.config.confirmed_at
         metrics.refresh(
             in_flight=self.in_flight, attempts=self.breakers.attempts, refusals=self.refusals,
-            circuits=labels_of(self.breakers.report()), backlog=self.usage.backlog_rows(), lag_s=self.usage.lag_s(),
+            circuits=self.breakers.circuit_states(), backlog=self.usage.backlog_rows(), lag_s=self.usage.lag_s(),
             config_age_s=float("inf") if confirmed is None else time.monotonic() - confirmed,
             config_version=self.config.snapshot.version,
         )

@@ -262,6 +262,17 @@ class Breakers:
             }
         return out
 
+    def circuit_states(self) -> dict[tuple[str, str], str]:
+        """Every circuit's state by (provider name, model name); model '' is the provider's own circuit."""
+        now = self.clock()
+        out: dict[tuple[str, str], str] = {}
+        for provider_id, health in self.providers.items():
+            name = self.names.get(provider_id, "")
+            out[(name, "")] = self._state(health.circuit, now)
+            for model, circuit in health.models.items():
+                out[(name, model)] = self._state(circuit, now)
+        return out
+
     def _state(self, circuit: Circuit, now: float) -> str:
         if circuit.state == OPEN and now >= circuit.open_until:
             return HALF_OPEN  # due for its probe: the next request will be let through
