@@ -357,8 +357,8 @@ class Exchange:
             began = time.perf_counter()
             trail = self.trail
             if trail is not None:
-                trail.append(Attempt(provider.name, provider.kind, call.url.split("/", 3)[2] if "://" in call.url
-                                     else call.url, route.upstream_name, time.time_ns(), 0, "ok", None))
+                trail.append(Attempt(provider.name, provider.kind, _server_address(call.url), route.upstream_name,
+                                     time.time_ns(), 0, "ok", None))
             try:
                 response = await state.upstream.request(
                     call.method, call.url, body=call.body, headers=call.headers, proxy=_proxy_url(route),
@@ -615,6 +615,12 @@ async def _run_sinks(outcome: Outcome, sinks: Sequence[Sink]) -> None:
                 await pending
         except Exception:  # noqa: BLE001
             log.exception("outcome sink %s failed for request %s", type(sink).__name__, outcome.exchange.request_id)
+
+
+def _server_address(url: str) -> str:
+    """host:port of an upstream URL, without any user:password a provider's URL may carry."""
+    netloc = url.split("/", 3)[2] if "://" in url else url
+    return netloc.rpartition("@")[2]
 
 
 def _note(trail: list[Attempt] | None, result: str) -> None:

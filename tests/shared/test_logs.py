@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import logging.handlers
+from collections.abc import Iterator
 from pathlib import Path
 
 from shared.logs import LOG_FORMAT, BatchingHandler
@@ -25,6 +27,26 @@ def _handler(*targets: logging.StreamHandler) -> BatchingHandler:  # type: ignor
     handler = BatchingHandler(*targets)
     handler.setFormatter(formatter)
     return handler
+
+
+@contextlib.contextmanager
+def _root_logging_restored() -> Iterator[None]:
+    """Let a test install NexusAI's logging on the root logger; put the root back as it was after."""
+    from shared import logs
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, getattr(root, "_nexusai_configured", None))
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            if getattr(handler, "_nexusai", False):
+                root.removeHandler(handler)
+                handler.close()
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        root._nexusai_configured = saved[2]  # type: ignore[attr-defined]
+        logs._json_lines = False
 
 
 def test_lines_reach_every_stream_formatted_once_with_their_traceback(tmp_path: Path) -> None:
@@ -77,8 +99,7 @@ def test_the_fast_access_line_is_the_line_logging_would_write(tmp_path: Path) ->
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", log_dir=tmp_path / "logs",
                         data_dir=tmp_path / "data", messages_dir=tmp_path / "messages")
     root = logging.getLogger()
-    saved = (list(root.handlers), root.level, getattr(root, "_nexusai_configured", None))
-    try:
+    with _root_logging_restored():
         logs.setup_logging(settings, "proxy")
         assert logs._batching is not None
         # As in the proxy process: pytest's own capture handlers on the root would (rightly) turn
@@ -111,14 +132,6 @@ def test_the_fast_access_line_is_the_line_logging_would_write(tmp_path: Path) ->
         finally:
             parent.removeHandler(catcher)
         assert [r.getMessage() for r in seen] == ["req_2 status=200"]
-    finally:
-        for handler in list(root.handlers):
-            if getattr(handler, "_nexusai", False):
-                root.removeHandler(handler)
-                handler.close()
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
-        root._nexusai_configured = saved[2]  # type: ignore[attr-defined]
     fast, slow, third = (tmp_path / "logs" / "proxy.log").read_text(encoding="utf-8").splitlines()
     assert third.endswith("INFO [nexusai.test.access] req_2 status=200")
     expected = "INFO [nexusai.test.access] req_1 status=200 latency_ms=1.2"
@@ -137,8 +150,7 @@ def test_json_lines_from_both_paths(tmp_path: Path) -> None:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", log_dir=tmp_path / "logs",
                         data_dir=tmp_path / "data", messages_dir=tmp_path / "messages", log_format="json")
     root = logging.getLogger()
-    saved = (list(root.handlers), root.level, getattr(root, "_nexusai_configured", None))
-    try:
+    with _root_logging_restored():
         logs.setup_logging(settings, "proxy")
         assert logs._batching is not None
         root.handlers[:] = [logs._batching]
@@ -154,12 +166,3 @@ def test_json_lines_from_both_paths(tmp_path: Path) -> None:
             ("INFO", "nexusai.test.access", "req_1 status=200"), ("ERROR", "nexusai.test", "it failed: why")]
         assert 'ValueError: broken "quote"\nline' in records[1]["exception"]
         assert all(r["ts"].endswith("Z") and "T" in r["ts"] for r in records)
-    finally:
-        for handler in list(root.handlers):
-            if getattr(handler, "_nexusai", False):
-                root.removeHandler(handler)
-                handler.close()
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
-        root._nexusai_configured = saved[2]  # type: ignore[attr-defined]
-        logs._json_lines = False

@@ -33,7 +33,9 @@ def test_one_span_per_exchange_with_a_child_per_attempt(make_gateway: Any, engin
     failing = FakeUpstream(default=Scenario(status=503)).start()
     try:
         gw: Gateway = make_gateway(seed=False, otel_endpoint=collector.endpoint, otel_service_name="nexusai-test")
-        primary = add_provider(engine, "primary", failing.base_url, priority=10)
+        # Credentials in a provider's URL must not reach a span.
+        primary = add_provider(engine, "primary", failing.base_url.replace("http://", "http://user:pw-secret@"),
+                               priority=10)
         secondary = add_provider(engine, "secondary", upstream.base_url)
         add_model(engine, primary, "shared-model", upstream_name="up-model")
         add_model(engine, secondary, "shared-model", upstream_name="up-model-2")
@@ -44,6 +46,7 @@ def test_one_span_per_exchange_with_a_child_per_attempt(make_gateway: Any, engin
                           json={"model": "shared-model", "messages": [{"role": "user", "content": "hi"}]})
         assert r.status_code == 200
         spans = collector.wait_spans(3)
+        failing_address = failing.base_url.split("/")[2]
     finally:
         failing.stop()
     (server,) = [s for s in spans if s.kind == SPAN_SERVER]
@@ -59,6 +62,8 @@ def test_one_span_per_exchange_with_a_child_per_attempt(make_gateway: Any, engin
     assert [(c.attributes["nexusai.provider"], c.attributes["nexusai.attempt_result"]) for c in clients] == [
         ("primary", "status_503"), ("secondary", "ok")]
     assert clients[0].status_code == STATUS_ERROR and clients[1].name == "chat up-model-2"
+    assert clients[0].attributes["server.address"] == failing_address
+    assert all("pw-secret" not in str(span.attributes) for span in spans)
     for child in clients:
         assert child.trace_id == server.trace_id and child.parent_span_id == server.span_id
         assert server.start_ns <= child.start_ns <= child.end_ns <= server.end_ns
