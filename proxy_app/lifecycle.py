@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -17,13 +18,16 @@ from proxy_app.exchange.recording import AccessLogSink, ArchiveSink, SettlementS
 from proxy_app.exchange.state import ProxyState
 from proxy_app.exchange.tokens import TokenCounter
 from proxy_app.exchange.tracing import Tracing
-from proxy_app.governance import MemoryLimiter
+from proxy_app.governance import Limiter, MemoryLimiter
 from proxy_app.governance.breaker import Breakers
 from proxy_app.health_rows import HealthRows
 from proxy_app.memory import trim_heap
 from proxy_app.transport.http import UpstreamClient
 from shared.db import make_engine
 from shared.usage_journal import UsageRecorder
+
+if TYPE_CHECKING:
+    from proxy_app.governance.shared_limits import RedisLimiter
 
 log = logging.getLogger("nexusai.proxy")
 
@@ -68,10 +72,24 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     # Claimed before serving: no request is accepted that the journal could not take.
     usage.open()
     archive = ArchiveWriter(settings.messages_dir)
-    limiter = MemoryLimiter()
+    limiter: Limiter
+    shared: RedisLimiter | None = None
+    if settings.redis_url:
+        from proxy_app.governance.shared_limits import RedisLimiter  # redis-py only when it is used
+
+        limiter = shared = RedisLimiter(
+            settings.redis_url, prefix=settings.redis_key_prefix, timeout_s=settings.redis_timeout_s,
+            lease_s=settings.redis_lease_s, workers=settings.proxy_workers,
+        )
+    else:
+        limiter = MemoryLimiter()
     # Quota consumption so far this period comes with each snapshot, so a restart does not reset it.
     config = ConfigStore(engine, settings.config_poll_interval_s, on_load=lambda snap: limiter.seed(snap.consumption))
     await config.start()
+    if shared is not None:
+        # Back from an outage, periods Redis lost are seeded from the records as they are now.
+        shared.on_return = config.load
+        await shared.start()
     usage.start()
     archive.start()
     # No cookies, no environment proxies: one client's upstream state never rides along on
@@ -107,6 +125,8 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         if state.background:
             await asyncio.wait(set(state.background), timeout=BACKGROUND_DRAIN_S)
         await config.stop()
+        if shared is not None:
+            await shared.stop()
         await upstream.close()
         # Joining the writer threads blocks; do it on a worker so the loop stays free. Rows the
         # database does not take in time stay journaled for the next start.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,6 +31,16 @@ def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
     value = raw.strip().lower()
     if value not in choices:
         raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
+def _redis_url(raw: str) -> str | None:
+    """REDIS_URL: redis://, rediss:// or unix:// (never echoed: it may hold a password)."""
+    value = raw.strip()
+    if not value:
+        return None
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
     return value
 
 
@@ -98,7 +108,7 @@ class Settings:
     admin_port: int = 8000
     proxy_host: str = "0.0.0.0"
     proxy_port: int = 5231
-    admin_token: str | None = None
+    admin_token: str | None = field(default=None, repr=False)  # secrets stay out of reprs
     archive_messages: bool = False
     data_dir: Path = PROJECT_ROOT / "data"
     log_dir: Path = PROJECT_ROOT / "logs"
@@ -145,6 +155,15 @@ class Settings:
     health_write_interval_s: float = 5.0
     # Log lines as text (the default) or one JSON object per line.
     log_format: str = "text"
+    # Proxy processes `python run.py` starts on the proxy port (SO_REUSEPORT).
+    proxy_workers: int = 1
+    # Key limits shared by every proxy process and machine through this Redis; None: per process.
+    redis_url: str | None = field(default=None, repr=False)
+    redis_key_prefix: str = "nexusai:"
+    # Every Redis call gives up after this; then limits are local shares until Redis answers again.
+    redis_timeout_s: float = 0.25
+    # A process's concurrency slots and reservations outlive it by at most this long.
+    redis_lease_s: float = 30.0
 
     @classmethod
     def from_env(
@@ -212,6 +231,11 @@ class Settings:
             health_write_interval_s=_float("HEALTH_WRITE_INTERVAL_S", get("HEALTH_WRITE_INTERVAL_S", "5")),
             config_stale_after_s=_float("CONFIG_STALE_AFTER_S", get("CONFIG_STALE_AFTER_S", "10")),
             log_format=_choice("LOG_FORMAT", get("LOG_FORMAT", "text"), ("text", "json")),
+            proxy_workers=_int("PROXY_WORKERS", get("PROXY_WORKERS", "1"), 1, 64),
+            redis_url=_redis_url(env.get("REDIS_URL") or ""),
+            redis_key_prefix=get("REDIS_KEY_PREFIX", "nexusai:"),
+            redis_timeout_s=_float("REDIS_TIMEOUT_S", get("REDIS_TIMEOUT_S", "0.25")),
+            redis_lease_s=_float("REDIS_LEASE_S", get("REDIS_LEASE_S", "30")),
         )
 
     def with_overrides(self, **changes: Any) -> Settings:

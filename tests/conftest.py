@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, text
 from shared.migrate import upgrade_database
 from shared.settings import Settings, _database_url
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.redis_server import RedisServer
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "")
 
@@ -77,3 +78,17 @@ def upstream() -> Iterator[FakeUpstream]:
     fake = FakeUpstream().start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One throwaway redis-server for the session (tests keep apart by key prefix)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A Redis key prefix of this test's own."""
+    return f"nxt{uuid.uuid4().hex[:10]}:"

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -140,6 +140,12 @@ class ProxyMetrics:
         self.config_age = Gauge("nexusai_config_age_seconds", "Seconds since the config snapshot was last confirmed "
                                 "current.", registry=r)
         self.config_version = Gauge("nexusai_config_version", "The config version the snapshot holds.", registry=r)
+        self.limits_backend = Gauge("nexusai_limits_backend", "1 for where key limits are kept now: memory (one "
+                                    "process), redis (shared), local (this process's share while Redis is away).",
+                                    ("backend",), registry=r)
+        self._backend_shown = ""
+        self.redis_errors = Counter("nexusai_redis_errors", "Redis calls of the limiter that failed.", registry=r)
+        self._redis_errors_seen = 0
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         self._attempts_seen: Tally[tuple[str, str]] = Tally()
@@ -182,7 +188,7 @@ class ProxyMetrics:
 
     def refresh(self, *, in_flight: int, attempts: Tally[tuple[str, str]], refusals: Tally[tuple[str, str]],
                 circuits: dict[tuple[str, str], str], backlog: int, lag_s: float, config_age_s: float,
-                config_version: int) -> None:
+                config_version: int, limits: Mapping[str, object] | None = None) -> None:
         """Copy the proxy's running state into the gauges and counters (counters by their growth)."""
         self.in_flight.set(in_flight)
         self._grow(self.attempts, attempts, self._attempts_seen)
@@ -196,6 +202,17 @@ class ProxyMetrics:
         self.lag.set(lag_s)
         self.config_age.set(config_age_s)
         self.config_version.set(config_version)
+        if limits is not None:
+            backend = str(limits["backend"])
+            if backend != self._backend_shown:
+                if self._backend_shown:
+                    self.limits_backend.remove(self._backend_shown)
+                self.limits_backend.labels(backend).set(1)
+                self._backend_shown = backend
+            failures = int(str(limits.get("failures", 0)))
+            if failures > self._redis_errors_seen:
+                self.redis_errors.inc(failures - self._redis_errors_seen)
+                self._redis_errors_seen = failures
 
     @staticmethod
     def _grow(counter: Counter, totals: Tally[tuple[str, str]], seen: Tally[tuple[str, str]]) -> None:

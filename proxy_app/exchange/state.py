@@ -53,5 +53,5 @@ class ProxyState:
             in_flight=self.in_flight, attempts=self.breakers.attempts, refusals=self.refusals,
             circuits=self.breakers.circuit_states(), backlog=self.usage.backlog_rows(), lag_s=self.usage.lag_s(),
             config_age_s=float("inf") if confirmed is None else time.monotonic() - confirmed,
-            config_version=self.config.snapshot.version,
+            config_version=self.config.snapshot.version, limits=self.limiter.status(),
         )

@@ -12,7 +12,7 @@ from proxy_app.exchange import new_request_id
 
 
 async def ready(request: web.Request) -> web.Response:
-    """200 when the config snapshot is fresh and the usage path is writing; 503 with the reasons otherwise."""
+    """200 when the config snapshot is fresh and the usage path is writing (503 with the reasons otherwise)."""
     state = request.app[STATE]
     settings = request.app[SETTINGS]
     config = state.config
@@ -33,6 +33,14 @@ async def ready(request: web.Request) -> web.Response:
         "config_age_s": None if age is None else round(age, 3),
         "usage_backlog_rows": state.usage.backlog_rows(),
     }
+    limits = state.limiter.status()
+    body["limits"] = limits["backend"]
+    if limits["backend"] == "local":
+        # Still ready: pulling every proxy out of rotation because Redis is away would take the
+        # gateway down, which local shares of the limits avoid.
+        body["status"] = "degraded" if not reasons else body["status"]
+        body["degraded"] = [f"key limits are local shares (1/{limits['instances']} per process): "
+                            f"Redis is unreachable ({limits['last_error']})"]
     if reasons:
         body["reasons"] = reasons
     return web.json_response(body, status=503 if reasons else 200, headers={"X-Request-Id": new_request_id()})

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
 
 from proxy_app.config import KeyCfg
+from proxy_app.errors import ProxyError
+
+WINDOW_S = 60.0  # rpm and tpm slide over the last minute
 
 
 @dataclass(slots=True)
@@ -40,6 +44,10 @@ class Limiter(Protocol):
         """Free a ticket that will never be settled with usage (idempotent)."""
         ...
 
+    def status(self) -> dict[str, object]:
+        """Where the limits are kept now (readiness and metrics read it)."""
+        ...
+
 
 def is_limited(key: KeyCfg) -> bool:
     """Whether any governance applies to the key."""
@@ -49,3 +57,59 @@ def is_limited(key: KeyCfg) -> bool:
 def needs_reservation(key: KeyCfg) -> bool:
     """Whether admission needs a token estimate for this key."""
     return bool(key.tpm or key.token_quota or key.budget_usd is not None)
+
+
+def refusal(key: KeyCfg, limit: str, wait_s: float) -> ProxyError:
+    """The 429 naming the limit (`concurrency`, `rpm`, `tpm`, `quota`, `budget`) a request ran into."""
+    if limit == "concurrency":
+        message = f"Concurrency limit reached: this key allows {key.max_concurrency} requests at once."
+        code, type_ = "concurrency_limit_exceeded", "rate_limit_error"
+    elif limit == "rpm":
+        message = f"Rate limit reached: this key allows {key.rpm} requests per minute."
+        code, type_ = "rate_limit_exceeded", "rate_limit_error"
+    elif limit == "tpm":
+        message = f"Rate limit reached: this key allows {key.tpm} tokens per minute."
+        code, type_ = "rate_limit_exceeded", "rate_limit_error"
+    elif limit == "quota":
+        message = f"Token quota exhausted: this key allows {key.token_quota} tokens ({key.quota_period})."
+        code, type_ = "insufficient_quota", "insufficient_quota"
+    else:
+        budget = key.budget_usd.normalize() if key.budget_usd is not None else ""
+        message = f"Budget exhausted: this key allows {budget} USD ({key.quota_period})."
+        code, type_ = "insufficient_quota", "insufficient_quota"
+    headers = {"Retry-After": str(max(1, math.ceil(wait_s)))} if math.isfinite(wait_s) else {}
+    return ProxyError(429, message, type=type_, code=code, headers=headers)
+
+
+def _duration(seconds: float) -> str:
+    # OpenAI's reset headers use Go-style durations ("6m0s", "1.5s", "20ms").
+    if seconds < 1:
+        return f"{max(0, int(seconds * 1000))}ms"
+    minutes, secs = divmod(seconds, 60)
+    return f"{int(minutes)}m{secs:.0f}s" if minutes else f"{secs:.3g}s"
+
+
+def limit_headers(key: KeyCfg, now: float, admitted: int, oldest: float | None, tokens_used: int,
+                  oldest_tokens: float | None) -> dict[str, str]:
+    """OpenAI's and the common X-RateLimit headers after an admission (times in epoch seconds)."""
+    headers: dict[str, str] = {}
+    if key.rpm:
+        remaining = max(0, key.rpm - admitted)
+        reset = oldest + WINDOW_S - now if oldest is not None else 0.0
+        headers["x-ratelimit-limit-requests"] = str(key.rpm)
+        headers["x-ratelimit-remaining-requests"] = str(remaining)
+        headers["x-ratelimit-reset-requests"] = _duration(reset)
+        headers["X-RateLimit-Limit"] = str(key.rpm)
+        headers["X-RateLimit-Remaining"] = str(remaining)
+        headers["X-RateLimit-Reset"] = str(math.ceil(reset))
+    if key.tpm:
+        remaining = max(0, key.tpm - tokens_used)
+        reset = oldest_tokens + WINDOW_S - now if oldest_tokens is not None else 0.0
+        headers["x-ratelimit-limit-tokens"] = str(key.tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(remaining)
+        headers["x-ratelimit-reset-tokens"] = _duration(reset)
+        if not key.rpm:
+            headers["X-RateLimit-Limit"] = str(key.tpm)
+            headers["X-RateLimit-Remaining"] = str(remaining)
+            headers["X-RateLimit-Reset"] = str(math.ceil(reset))
+    return headers

@@ -21,11 +21,9 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from proxy_app.config import KeyCfg
-from proxy_app.errors import ProxyError
-from proxy_app.governance.base import Ticket
+from proxy_app.governance.base import WINDOW_S, Ticket, limit_headers, refusal
 from shared.periods import period_bounds
 
-WINDOW_S = 60.0
 ZERO_USD = Decimal(0)
 
 
@@ -58,14 +56,6 @@ class KeyState:
         tokens = self.tokens
         while tokens and tokens[0][0] <= horizon:
             self.window_tokens -= tokens.popleft()[1]
-
-
-def _duration(seconds: float) -> str:
-    # OpenAI's reset headers use Go-style durations ("6m0s", "1.5s", "20ms").
-    if seconds < 1:
-        return f"{max(0, int(seconds * 1000))}ms"
-    minutes, secs = divmod(seconds, 60)
-    return f"{int(minutes)}m{secs:.0f}s" if minutes else f"{secs:.3g}s"
 
 
 class MemoryLimiter:
@@ -116,28 +106,15 @@ class MemoryLimiter:
         now = self.clock()
         st.slide(now)
         if key.max_concurrency and st.in_flight >= key.max_concurrency:
-            raise _refusal(
-                f"Concurrency limit reached: this key allows {key.max_concurrency} requests at once.",
-                "concurrency_limit_exceeded", 1,
-            )
+            raise refusal(key, "concurrency", 1)
         if key.rpm and len(st.admitted) >= key.rpm:
-            wait = st.admitted[0] + WINDOW_S - now
-            raise _refusal(f"Rate limit reached: this key allows {key.rpm} requests per minute.",
-                           "rate_limit_exceeded", wait)
+            raise refusal(key, "rpm", st.admitted[0] + WINDOW_S - now)
         if key.tpm and st.window_tokens + st.reserved_tokens >= key.tpm:
-            wait = (st.tokens[0][0] + WINDOW_S - now) if st.tokens else 1.0
-            raise _refusal(f"Rate limit reached: this key allows {key.tpm} tokens per minute.",
-                           "rate_limit_exceeded", wait)
+            raise refusal(key, "tpm", (st.tokens[0][0] + WINDOW_S - now) if st.tokens else 1.0)
         if key.token_quota and st.used_tokens + st.reserved_tokens >= key.token_quota:
-            raise _refusal(
-                f"Token quota exhausted: this key allows {key.token_quota} tokens ({key.quota_period}).",
-                "insufficient_quota", st.period_end - now, type_="insufficient_quota",
-            )
+            raise refusal(key, "quota", st.period_end - now)
         if key.budget_usd is not None and st.used_usd + st.reserved_usd >= key.budget_usd:
-            raise _refusal(
-                f"Budget exhausted: this key allows {key.budget_usd.normalize()} USD ({key.quota_period}).",
-                "insufficient_quota", st.period_end - now, type_="insufficient_quota",
-            )
+            raise refusal(key, "budget", st.period_end - now)
         st.in_flight += 1
         st.admitted.append(now)
         st.reserved_tokens += reserve_tokens
@@ -145,27 +122,10 @@ class MemoryLimiter:
         return Ticket(key.id, reserve_tokens, reserve_usd), self._headers(key, st, now)
 
     def _headers(self, key: KeyCfg, st: KeyState, now: float) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        if key.rpm:
-            remaining = max(0, key.rpm - len(st.admitted))
-            reset = st.admitted[0] + WINDOW_S - now if st.admitted else 0.0
-            headers["x-ratelimit-limit-requests"] = str(key.rpm)
-            headers["x-ratelimit-remaining-requests"] = str(remaining)
-            headers["x-ratelimit-reset-requests"] = _duration(reset)
-            headers["X-RateLimit-Limit"] = str(key.rpm)
-            headers["X-RateLimit-Remaining"] = str(remaining)
-            headers["X-RateLimit-Reset"] = str(math.ceil(reset))
-        if key.tpm:
-            remaining = max(0, key.tpm - st.window_tokens - st.reserved_tokens)
-            reset = st.tokens[0][0] + WINDOW_S - now if st.tokens else 0.0
-            headers["x-ratelimit-limit-tokens"] = str(key.tpm)
-            headers["x-ratelimit-remaining-tokens"] = str(remaining)
-            headers["x-ratelimit-reset-tokens"] = _duration(reset)
-            if not key.rpm:
-                headers["X-RateLimit-Limit"] = str(key.tpm)
-                headers["X-RateLimit-Remaining"] = str(remaining)
-                headers["X-RateLimit-Reset"] = str(math.ceil(reset))
-        return headers
+        return limit_headers(
+            key, now, len(st.admitted), st.admitted[0] if st.admitted else None,
+            st.window_tokens + st.reserved_tokens, st.tokens[0][0] if st.tokens else None,
+        )
 
     async def settle(self, ticket: Ticket, tokens: int, cost: Decimal) -> None:
         """Replace the ticket's reservation with what the request really used (once)."""
@@ -194,9 +154,7 @@ class MemoryLimiter:
         if ticket is not None and not ticket.detached:
             self.settle_now(ticket, 0, ZERO_USD)
 
+    def status(self) -> dict[str, object]:
+        """Where the limits are kept: this process's memory."""
+        return {"backend": "memory"}
 
-def _refusal(message: str, code: str, wait_s: float, type_: str = "rate_limit_error") -> ProxyError:
-    headers = {}
-    if math.isfinite(wait_s):
-        headers["Retry-After"] = str(max(1, math.ceil(wait_s)))
-    return ProxyError(429, message, type=type_, code=code, headers=headers)

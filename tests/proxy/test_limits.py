@@ -20,6 +20,19 @@ pytestmark = pytest.mark.db
 MESSAGES = [{"role": "user", "content": "limits"}]
 
 
+@pytest.fixture(params=["memory", "redis"])
+def make_gateway(request: pytest.FixtureRequest, make_gateway):  # type: ignore[no-untyped-def]
+    """Every test here twice: limits in this process's memory, and shared through a real Redis."""
+    if request.param == "memory":
+        return make_gateway
+    server = request.getfixturevalue("redis_server")
+    prefix = request.getfixturevalue("redis_prefix")
+
+    def build(seed: bool = True, **overrides: object) -> Gateway:
+        return make_gateway(seed, redis_url=server.url, redis_key_prefix=prefix, **overrides)
+    return build
+
+
 class Clock:
     """A settable wall clock for the limiter."""
 
