@@ -2,7 +2,7 @@
 
     python run.py          # admin + proxy, each a supervised child process
     python run.py admin    # only the admin API (gunicorn)
-    python run.py proxy    # only the proxy (aiohttp)
+    python run.py proxy    # only the proxy (aiohttp; PROXY_WORKERS processes on one port)
     python run.py recorder # only the usage recorder (USAGE_RECORDER=process)
 
 Settings come from the environment (and `.env`), see `shared/settings.py`.
@@ -20,6 +20,7 @@ import ctypes
 import ipaddress
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,6 +39,8 @@ MODES = ("all", "admin", "proxy", "recorder")
 # Set by the supervisor in its children: the supervisor's pid. A child with it
 # skips migrations (already applied) and dies with its parent.
 SUPERVISOR_ENV = "NEXUSAI_SUPERVISOR_PID"
+# Set in each of PROXY_WORKERS > 1 proxy children: its number (1..N), for its log file.
+WORKER_ENV = "NEXUSAI_PROXY_WORKER"
 SHUTDOWN_TIMEOUT_S = 10.0  # per server: in-flight requests get this long to finish
 PROXY_SWITCH_INTERVAL_S = 0.0002  # see serve_proxy
 # Supervisor: then SIGKILL. Covers in-flight requests (10 s) plus the proxy's drains (5 + 20 + 5 s).
@@ -75,8 +78,12 @@ def check_admin_exposure(settings: Settings) -> None:
         )
 
 
-def bind_listener(name: str, host: str, port: int) -> socket.socket:
-    """A TCP socket bound (not yet listening) to host:port, or a StartupError saying why not."""
+def bind_listener(name: str, host: str, port: int, *, share_port: bool = False) -> socket.socket:
+    """A listening TCP socket on host:port, or a StartupError saying why not.
+
+    `share_port`: SO_REUSEPORT, so several proxy workers listen on one port and the kernel
+    spreads connections over them.
+    """
     where = format_hostport(host, port)
     if not 0 <= port <= 65535:
         raise StartupError(f"{name}: cannot listen on {where}: ports go from 0 to 65535")
@@ -88,6 +95,8 @@ def bind_listener(name: str, host: str, port: int) -> socket.socket:
         raise StartupError(f"{name}: cannot listen on {where}: {exc.strerror}") from None
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if share_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind(address)
         # Only a listening socket holds the port against another SO_REUSEADDR bind (admin == proxy port).
@@ -119,6 +128,22 @@ def announce(name: str, url: str) -> None:
     """Tell the operator (stdout) and the log where a server listens."""
     print(f"NexusAI {name} listening on {url} (pid {os.getpid()})", flush=True)
     log.info("%s listening on %s (pid %d)", name, url, os.getpid())
+
+
+def check_workers(settings: Settings) -> None:
+    """Refuse PROXY_WORKERS > 1 on a port the kernel picks (each worker would get its own)."""
+    if settings.proxy_workers > 1 and settings.proxy_port == 0:
+        raise StartupError("PROXY_WORKERS > 1 needs a fixed PROXY_PORT (0 would give each worker its own port)")
+
+
+def warn_if_limits_multiply(settings: Settings) -> None:
+    """Say that per-process limits multiply with the workers unless Redis shares them."""
+    if settings.proxy_workers > 1 and not settings.redis_url:
+        log.warning(
+            "PROXY_WORKERS=%d without REDIS_URL: each worker enforces every key's rpm, tpm, concurrency, quota and "
+            "budget on its own, so a key gets up to %d times its limits; set REDIS_URL to share them",
+            settings.proxy_workers, settings.proxy_workers,
+        )
 
 
 def warn_if_unauthenticated(settings: Settings) -> None:
@@ -300,7 +325,7 @@ def serve_proxy(settings: Settings) -> int:
     # The usage and log writer threads run Python between their I/O calls; with the default
     # 5 ms switch interval the event loop, woken by a client, may wait that long for the GIL.
     sys.setswitchinterval(PROXY_SWITCH_INTERVAL_S)
-    sock = bind_listener("proxy", settings.proxy_host, settings.proxy_port)
+    sock = bind_listener("proxy", settings.proxy_host, settings.proxy_port, share_port=settings.proxy_workers > 1)
     port = sock.getsockname()[1]
     url = f"http://{format_hostport(settings.proxy_host, port)}"
     try:
@@ -346,11 +371,19 @@ def serve_recorder(settings: Settings) -> int:
 
 
 def server_names(mode: str, settings: Settings) -> tuple[str, ...]:
-    """The children a supervising run.py starts for `mode`."""
-    names = ("admin", "proxy") if mode == "all" else (mode,)
-    if "proxy" in names and settings.usage_recorder == "process":
+    """The children a supervising run.py starts for `mode` (PROXY_WORKERS > 1: proxy-1 .. proxy-N)."""
+    names: tuple[str, ...] = ("admin", "proxy") if mode == "all" else (mode,)
+    if "proxy" in names and settings.proxy_workers > 1:
+        workers = tuple(f"proxy-{i}" for i in range(1, settings.proxy_workers + 1))
+        names = tuple(n for part in names for n in (workers if part == "proxy" else (part,)))
+    if mode in ("all", "proxy") and settings.usage_recorder == "process":
         names += ("recorder",)
     return names
+
+
+def serves_proxy(names: Sequence[str]) -> bool:
+    """Whether these children journal usage rows (proxies, the recorder)."""
+    return any(n == "recorder" or n.startswith("proxy") for n in names)
 
 
 # --- supervisor -------------------------------------------------------------
@@ -372,12 +405,15 @@ def describe_exit(name: str, code: int) -> str:
 
 
 def spawn(name: str) -> subprocess.Popen[bytes]:
-    """Start `run.py <name>` as a child in its own process group."""
+    """Start `run.py <name>` as a child in its own process group (`proxy-<i>`: proxy worker i)."""
     env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
+    mode, _, worker = name.partition("-")
+    if worker:
+        env[WORKER_ENV] = worker
     # Own process group: a terminal's Ctrl-C reaches only us, and we stop the
     # children gracefully with SIGTERM instead of each reacting on its own.
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), name],
+        [sys.executable, str(ROOT / "run.py"), mode],
         env=env,
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
@@ -440,7 +476,7 @@ def supervise(names: Sequence[str], settings: Settings) -> int:
         if signals_seen:
             log.info("received %s: stopping %s", signal.Signals(signals_seen[0]).name, ", ".join(names))
             clean = stop_children(children, signals_seen)
-            if "proxy" in names or "recorder" in names:
+            if serves_proxy(names):
                 report_journal_backlog(settings)
             log.info("stopped %s", "cleanly" if clean else "with errors")
             return 0 if clean else 1
@@ -456,7 +492,7 @@ def supervise(names: Sequence[str], settings: Settings) -> int:
                     ", ".join(others) or "nothing else",
                 )
                 stop_children(others, signals_seen)
-                if "proxy" in names or "recorder" in names:
+                if serves_proxy(names):
                     report_journal_backlog(settings)
                 return 1
         time.sleep(POLL_INTERVAL_S)
@@ -482,6 +518,8 @@ def main(argv: Sequence[str]) -> int:
         settings = Settings.from_env()
         if mode in ("all", "admin"):
             check_admin_exposure(settings)
+        if mode in ("all", "proxy"):
+            check_workers(settings)
         targets = []
         if mode in ("all", "admin"):
             targets.append(("admin", settings.admin_host, settings.admin_port))
@@ -500,10 +538,13 @@ def main(argv: Sequence[str]) -> int:
         limit_malloc_arenas()  # before the first thread (the log writer) makes an arena of its own
     from shared.logs import setup_logging
 
-    setup_logging(settings, "run" if supervising else mode)
+    worker = os.environ.get(WORKER_ENV, "") if supervisor_pid else ""
+    setup_logging(settings, "run" if supervising else f"{mode}-{worker}" if worker else mode)
     if not supervisor_pid:
         if mode in ("all", "admin"):
             warn_if_unauthenticated(settings)
+        if mode in ("all", "proxy"):
+            warn_if_limits_multiply(settings)
         try:
             migrate(settings) if mode == "all" else migrate_in_child(settings)
         except Exception as exc:  # any failure here means we must not serve
@@ -512,6 +553,9 @@ def main(argv: Sequence[str]) -> int:
             return 1
 
     if supervising:
+        if settings.proxy_workers > 1:
+            # Figures the workers of an earlier run published must not be added to this run's.
+            shutil.rmtree(settings.data_dir / "metrics" / "proxy", ignore_errors=True)
         return supervise(names, settings)
     try:
         if mode == "recorder":

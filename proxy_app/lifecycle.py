@@ -40,12 +40,15 @@ ARCHIVE_FLUSH_S = 5.0
 METRICS_REFRESH_S = 1.0
 
 
-async def _observe(state: ProxyState) -> None:
-    """Copy the proxy's running state into its metrics once a second."""
+async def _observe(state: ProxyState, metrics: ProxyMetrics) -> None:
+    """Copy the proxy's running state into its metrics once a second (and publish it for the other workers)."""
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(METRICS_REFRESH_S)
         try:
             state.observe()
+            if metrics.peers_dir is not None:
+                await loop.run_in_executor(None, metrics.publish)
         except Exception:  # noqa: BLE001 - metrics must never take the proxy down
             log.exception("metrics refresh failed")
 
@@ -97,7 +100,9 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     upstream = UpstreamClient()
     breakers = Breakers(settings.breaker_failures, settings.breaker_cooldown_s, settings.retry_after_max_s)
     rank = {"least_latency": breakers.rank_latency, "least_busy": breakers.rank_busy}.get(settings.routing_strategy)
-    metrics = ProxyMetrics() if settings.metrics_enabled else None
+    # Several workers on one port: any of them answers a scrape with everyone's figures.
+    peers_dir = settings.data_dir / "metrics" / "proxy" if settings.proxy_workers > 1 else None
+    metrics = ProxyMetrics(peers_dir) if settings.metrics_enabled else None
     tracing = Tracing(settings.otel_endpoint, settings.otel_service_name) if settings.otel_endpoint else None
     extra_sinks = tuple(sink for sink in (metrics, tracing) if sink is not None)
     state = ProxyState(
@@ -107,7 +112,7 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         sinks=(UsageRowSink(usage), SettlementSink(limiter), ArchiveSink(archive, settings.archive_messages),
                AccessLogSink(), *extra_sinks),
     )
-    observer = asyncio.create_task(_observe(state), name="metrics-refresh") if metrics is not None else None
+    observer = asyncio.create_task(_observe(state, metrics), name="metrics-refresh") if metrics is not None else None
     health_rows = HealthRows(engine, breakers, settings.health_write_interval_s)
     health_rows.start()
     app[STATE] = state
@@ -121,6 +126,8 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         if observer is not None:
             observer.cancel()
+        if metrics is not None:
+            metrics.withdraw()
         await health_rows.stop()
         if state.background:
             await asyncio.wait(set(state.background), timeout=BACKGROUND_DRAIN_S)

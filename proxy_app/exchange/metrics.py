@@ -13,27 +13,31 @@ snapshot's age) is state the proxy keeps anyway; `refresh` copies it in once a s
 and before each scrape.
 
 Labels are bounded: APIs, configured models and providers, status codes, fixed kinds.
-One proxy process serves its own figures; several workers behind one port are the
-scale-out issue's to merge.
+Several workers behind one port (PROXY_WORKERS) each publish their figures to a file
+once a second; the one answering a scrape adds them up (see ProxyMetrics).
 """
 
 from __future__ import annotations
 
+import math
+import os
+import time
 from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import orjson
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
-    Gauge,
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from proxy_app.exchange.outcome import Outcome
 
@@ -41,6 +45,7 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 TOKEN_KINDS = ("prompt", "completion", "cached", "cache_write", "reasoning")
 CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+PEER_STALE_S = 30.0  # a worker's figures older than this are a gone worker's
 # The `_created` series would double the exposition for a timestamp nobody graphs.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
@@ -71,10 +76,20 @@ def _buckets(counts: list[int], bounds: tuple[float, ...]) -> list[tuple[str, fl
     return out
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class _RequestFamilies:
     """The collector exposing the cells as Prometheus families."""
 
-    def __init__(self, cells: dict[tuple[str, str, str, int], _Cell]) -> None:
+    def __init__(self, cells: Callable[[], dict[tuple[str, str, str, int], _Cell]]) -> None:
         self._cells = cells
 
     def collect(self) -> Iterator[Metric]:
@@ -93,7 +108,7 @@ class _RequestFamilies:
                                      "upstream's first stream event (or whole reply).", labels=labels)
         merged: dict[tuple[str, str, str], _Cell] = {}
         by_model: Tally[tuple[str, str]] = Tally()
-        for (api, model, provider, status), cell in self._cells.items():
+        for (api, model, provider, status), cell in self._cells().items():
             requests.add_metric([api, model, provider, str(status)], cell.requests)
             total = merged.get((api, model, provider))
             if total is None:
@@ -118,40 +133,155 @@ class _RequestFamilies:
         yield from (requests, duration, ttft, tokens, cost, failovers)
 
 
-class ProxyMetrics:
-    """The proxy's metric families, the sink that feeds them and the scrape's rendering."""
+@dataclass
+class _Running:
+    """The running state `refresh` copies in: what one process shows besides its request cells."""
 
-    def __init__(self) -> None:
+    in_flight: int = 0
+    attempts: dict[tuple[str, str], int] = field(default_factory=dict)
+    refusals: dict[tuple[str, str], int] = field(default_factory=dict)
+    circuits: dict[tuple[str, str], str] = field(default_factory=dict)
+    backlog: int = 0
+    lag_s: float = 0.0
+    config_age_s: float = 0.0
+    config_version: int = -1
+    limits: str = ""  # memory, redis or local; "" not reported
+    redis_errors: int = 0
+
+
+def _dump(cells: dict[tuple[str, str, str, int], _Cell], running: _Running) -> bytes:
+    """One process's figures as JSON, for the worker answering a scrape."""
+    return orjson.dumps({
+        "cells": [[*key, c.requests, c.tokens, c.cost, c.failovers, c.duration, c.duration_sum, c.ttft, c.ttft_sum]
+                  for key, c in cells.items()],
+        "attempts": [[*k, v] for k, v in running.attempts.items()],
+        "refusals": [[*k, v] for k, v in running.refusals.items()],
+        "circuits": [[*k, v] for k, v in running.circuits.items()],
+        "in_flight": running.in_flight, "backlog": running.backlog, "lag_s": running.lag_s,
+        "config_age_s": running.config_age_s if math.isfinite(running.config_age_s) else None,
+        "config_version": running.config_version, "limits": running.limits, "redis_errors": running.redis_errors,
+    })
+
+
+def _load(raw: bytes) -> tuple[dict[tuple[str, str, str, int], _Cell], _Running]:
+    data = orjson.loads(raw)
+    cells: dict[tuple[str, str, str, int], _Cell] = {}
+    for api, model, provider, status, requests, tokens, cost, failovers, duration, dsum, ttft, tsum in data["cells"]:
+        cell = cells[(api, model, provider, status)] = _Cell()
+        cell.requests, cell.tokens, cell.cost, cell.failovers = requests, tokens, cost, failovers
+        cell.duration, cell.duration_sum, cell.ttft, cell.ttft_sum = duration, dsum, ttft, tsum
+    age = data["config_age_s"]
+    running = _Running(
+        in_flight=data["in_flight"], attempts={(a, b): n for a, b, n in data["attempts"]},
+        refusals={(a, b): n for a, b, n in data["refusals"]}, circuits={(a, b): v for a, b, v in data["circuits"]},
+        backlog=data["backlog"], lag_s=data["lag_s"], config_age_s=math.inf if age is None else age,
+        config_version=data["config_version"], limits=data["limits"], redis_errors=data["redis_errors"],
+    )
+    return cells, running
+
+
+def _add_cells(into: dict[tuple[str, str, str, int], _Cell], cells: dict[tuple[str, str, str, int], _Cell]) -> None:
+    for key, cell in cells.items():
+        total = into.get(key)
+        if total is None:
+            total = into[key] = _Cell()
+        total.requests += cell.requests
+        total.tokens = [a + b for a, b in zip(total.tokens, cell.tokens, strict=True)]
+        total.cost += cell.cost
+        total.failovers += cell.failovers
+        total.duration = [a + b for a, b in zip(total.duration, cell.duration, strict=True)]
+        total.duration_sum += cell.duration_sum
+        total.ttft = [a + b for a, b in zip(total.ttft, cell.ttft, strict=True)]
+        total.ttft_sum += cell.ttft_sum
+
+
+class _RunningFamilies:
+    """The collector exposing the running state (of one process, or summed over the workers)."""
+
+    def __init__(self, running: Callable[[], list[_Running]]) -> None:
+        self._running = running
+
+    def collect(self) -> Iterator[Metric]:
+        """Gauges and counters of the running state; sums over workers, except ages (oldest) and circuits (worst)."""
+        every = self._running()
+        attempts = CounterMetricFamily("nexusai_upstream_attempts", "Upstream attempts by provider and result.",
+                                       labels=["provider", "result"])
+        refusals = CounterMetricFamily("nexusai_refusals", "Requests refused before any upstream call (limits, "
+                                       "scope, unknown model, bad input), by client API and reason.",
+                                       labels=["api", "reason"])
+        circuit = GaugeMetricFamily("nexusai_circuit_state", "Circuit state: 0 closed, 1 half-open, 2 open (model "
+                                    "empty: the provider's own circuit; the worst over the workers).",
+                                    labels=["provider", "model"])
+        backends = GaugeMetricFamily("nexusai_limits_backend", "Proxy processes by where they keep key limits now: "
+                                     "memory (each its own), redis (shared), local (a share while Redis is away).",
+                                     labels=["backend"])
+        attempt_sums: Tally[tuple[str, str]] = Tally()
+        refusal_sums: Tally[tuple[str, str]] = Tally()
+        worst: dict[tuple[str, str], int] = {}
+        by_backend: Tally[str] = Tally()
+        for r in every:
+            attempt_sums.update(r.attempts)
+            refusal_sums.update(r.refusals)
+            for labels, state in r.circuits.items():
+                worst[labels] = max(worst.get(labels, 0), CIRCUIT_VALUES[state])
+            if r.limits:
+                by_backend[r.limits] += 1
+        for labels, n in attempt_sums.items():
+            attempts.add_metric(list(labels), n)
+        for labels, n in refusal_sums.items():
+            refusals.add_metric(list(labels), n)
+        for labels, value in worst.items():
+            circuit.add_metric(list(labels), value)
+        for backend, n in by_backend.items():
+            backends.add_metric([backend], n)
+        yield from (attempts, refusals, circuit, backends)
+        yield GaugeMetricFamily("nexusai_requests_in_flight", "Exchanges running now.",
+                                value=sum(r.in_flight for r in every))
+        yield GaugeMetricFamily("nexusai_usage_backlog_rows", "Usage rows journaled and not yet in the database.",
+                                value=sum(r.backlog for r in every))
+        yield GaugeMetricFamily("nexusai_usage_lag_seconds", "Age of the oldest usage row waiting for the database.",
+                                value=max(r.lag_s for r in every))
+        yield GaugeMetricFamily("nexusai_config_age_seconds", "Seconds since the config snapshot was last confirmed "
+                                "current (the oldest over the workers).", value=max(r.config_age_s for r in every))
+        yield GaugeMetricFamily("nexusai_config_version", "The config version the snapshot holds (the lowest over "
+                                "the workers).", value=min(r.config_version for r in every))
+        if any(r.limits in ("redis", "local") for r in every):
+            yield CounterMetricFamily("nexusai_redis_errors", "Redis calls of the limiter that failed.",
+                                      value=sum(r.redis_errors for r in every))
+
+
+class ProxyMetrics:
+    """The proxy's metric families, the sink that feeds them and the scrape's rendering.
+
+    With `peers_dir` (PROXY_WORKERS > 1) each worker writes its figures there once a
+    second and the worker answering a scrape adds up the others' latest with its own, so
+    one scrape of the shared port shows the whole gateway (the others' at most a second
+    old). The process_* families describe one process, so they are shown only without it.
+    """
+
+    def __init__(self, peers_dir: Path | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self._cells: dict[tuple[str, str, str, int], _Cell] = {}
-        r.register(_RequestFamilies(self._cells))
-        self.attempts = Counter("nexusai_upstream_attempts", "Upstream attempts by provider and result.",
-                                ("provider", "result"), registry=r)
-        self.refusals = Counter("nexusai_refusals", "Requests refused before any upstream call (limits, scope, "
-                                "unknown model, bad input), by client API and reason.", ("api", "reason"), registry=r)
-        self.in_flight = Gauge("nexusai_requests_in_flight", "Exchanges running now.", registry=r)
-        self.circuit = Gauge("nexusai_circuit_state", "Circuit state: 0 closed, 1 half-open, 2 open "
-                             "(model empty: the provider's own circuit).", ("provider", "model"), registry=r)
-        self.backlog = Gauge("nexusai_usage_backlog_rows", "Usage rows journaled and not yet in the database.",
-                             registry=r)
-        self.lag = Gauge("nexusai_usage_lag_seconds", "Age of the oldest usage row waiting for the database.",
-                         registry=r)
-        self.config_age = Gauge("nexusai_config_age_seconds", "Seconds since the config snapshot was last confirmed "
-                                "current.", registry=r)
-        self.config_version = Gauge("nexusai_config_version", "The config version the snapshot holds.", registry=r)
-        self.limits_backend = Gauge("nexusai_limits_backend", "1 for where key limits are kept now: memory (one "
-                                    "process), redis (shared), local (this process's share while Redis is away).",
-                                    ("backend",), registry=r)
-        self._backend_shown = ""
-        self.redis_errors = Counter("nexusai_redis_errors", "Redis calls of the limiter that failed.", registry=r)
-        self._redis_errors_seen = 0
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        self._attempts_seen: Tally[tuple[str, str]] = Tally()
-        self._refusals_seen: Tally[tuple[str, str]] = Tally()
-        self._circuits_shown: set[tuple[str, str]] = set()
+        self._running = _Running()
+        self.peers_dir = peers_dir
+        self._peers: list[tuple[dict[tuple[str, str, str, int], _Cell], _Running]] = []
+        r.register(_RequestFamilies(self._merged_cells))
+        r.register(_RunningFamilies(lambda: [self._running, *(running for _, running in self._peers)]))
+        if peers_dir is None:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+        else:
+            peers_dir.mkdir(parents=True, exist_ok=True)
+            self._own_file = peers_dir / f"{os.getpid()}.json"
 
+    def _merged_cells(self) -> dict[tuple[str, str, str, int], _Cell]:
+        if not self._peers:
+            return self._cells
+        merged: dict[tuple[str, str, str, int], _Cell] = {}
+        for cells in (self._cells, *(cells for cells, _ in self._peers)):
+            _add_cells(merged, cells)
+        return merged
     # --- per request (the outcome sink) -------------------------------------------------------
 
     def record(self, outcome: Outcome) -> None:
@@ -189,38 +319,45 @@ class ProxyMetrics:
     def refresh(self, *, in_flight: int, attempts: Tally[tuple[str, str]], refusals: Tally[tuple[str, str]],
                 circuits: dict[tuple[str, str], str], backlog: int, lag_s: float, config_age_s: float,
                 config_version: int, limits: Mapping[str, object] | None = None) -> None:
-        """Copy the proxy's running state into the gauges and counters (counters by their growth)."""
-        self.in_flight.set(in_flight)
-        self._grow(self.attempts, attempts, self._attempts_seen)
-        self._grow(self.refusals, refusals, self._refusals_seen)
-        for labels, state in circuits.items():
-            self.circuit.labels(*labels).set(CIRCUIT_VALUES[state])
-        for gone in self._circuits_shown - circuits.keys():
-            self.circuit.remove(*gone)
-        self._circuits_shown = set(circuits)
-        self.backlog.set(backlog)
-        self.lag.set(lag_s)
-        self.config_age.set(config_age_s)
-        self.config_version.set(config_version)
-        if limits is not None:
-            backend = str(limits["backend"])
-            if backend != self._backend_shown:
-                if self._backend_shown:
-                    self.limits_backend.remove(self._backend_shown)
-                self.limits_backend.labels(backend).set(1)
-                self._backend_shown = backend
-            failures = int(str(limits.get("failures", 0)))
-            if failures > self._redis_errors_seen:
-                self.redis_errors.inc(failures - self._redis_errors_seen)
-                self._redis_errors_seen = failures
+        """Copy the proxy's running state in (once a second, and before a scrape)."""
+        self._running = _Running(
+            in_flight=in_flight, attempts=dict(attempts), refusals=dict(refusals), circuits=circuits,
+            backlog=backlog, lag_s=lag_s, config_age_s=config_age_s, config_version=config_version,
+            limits=str(limits["backend"]) if limits is not None else "",
+            redis_errors=int(str(limits.get("failures", 0))) if limits is not None else 0,
+        )
 
-    @staticmethod
-    def _grow(counter: Counter, totals: Tally[tuple[str, str]], seen: Tally[tuple[str, str]]) -> None:
-        for labels, total in totals.items():
-            delta = total - seen[labels]
-            if delta > 0:
-                counter.labels(*labels).inc(delta)
-                seen[labels] = total
+    # --- several workers ----------------------------------------------------------------------
+
+    def publish(self) -> None:
+        """Write this worker's figures for the others (blocking: call off the loop)."""
+        if self.peers_dir is None:
+            return
+        tmp = self._own_file.with_suffix(".tmp")
+        tmp.write_bytes(_dump(self._cells, self._running))
+        os.replace(tmp, self._own_file)
+
+    def gather(self) -> None:
+        """Read the other live workers' latest figures (blocking: call off the loop)."""
+        if self.peers_dir is None:
+            return
+        peers = []
+        now = time.time()
+        for path in self.peers_dir.glob("*.json"):
+            if path == self._own_file:
+                continue
+            try:
+                if now - path.stat().st_mtime > PEER_STALE_S or not _alive(int(path.stem)):
+                    continue  # left by a worker that is gone
+                peers.append(_load(path.read_bytes()))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # being replaced, or not ours
+        self._peers = peers
+
+    def withdraw(self) -> None:
+        """Remove this worker's file (at shutdown)."""
+        if self.peers_dir is not None:
+            self._own_file.unlink(missing_ok=True)
 
     # --- the scrape ---------------------------------------------------------------------------
 

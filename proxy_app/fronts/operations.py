@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiohttp import web
@@ -35,6 +36,8 @@ async def ready(request: web.Request) -> web.Response:
     }
     limits = state.limiter.status()
     body["limits"] = limits["backend"]
+    if "instances" in limits:
+        body["limits_shared_by"] = limits["instances"]  # proxy processes seen alive in Redis
     if limits["backend"] == "local":
         # Still ready: pulling every proxy out of rotation because Redis is away would take the
         # gateway down, which local shares of the limits avoid.
@@ -54,5 +57,7 @@ async def metrics(request: web.Request) -> web.Response:
     if state.metrics is None:
         raise web.HTTPNotFound()
     state.observe()
+    if state.metrics.peers_dir is not None:
+        await asyncio.get_running_loop().run_in_executor(None, state.metrics.gather)
     body, content_type = state.metrics.render()
     return web.Response(body=body, headers={"Content-Type": content_type, "X-Request-Id": new_request_id()})

@@ -5,15 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from shared.settings import Settings
 from tests.admin.conftest import ADMIN_TOKEN, AdminClient
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+from tests.support.prometheus_text import samples
 
 
 def test_requests_by_route_and_status(admin: AdminClient) -> None:

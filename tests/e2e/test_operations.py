@@ -12,18 +12,13 @@ from typing import Any
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.test_proxy_sdk import wait_until_served
 from tests.support.fake_upstream import FakeUpstream, Scenario
 from tests.support.nexus_process import DEFAULT_ADMIN_TOKEN, NexusProcess
+from tests.support.prometheus_text import samples
 
 pytestmark = pytest.mark.db
-
-
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def test_provider_health_and_metrics(nexus_factory: Any, upstream: FakeUpstream) -> None:
@@ -62,7 +57,7 @@ def test_provider_health_and_metrics(nexus_factory: Any, upstream: FakeUpstream)
         assert 0 < healthy["latency_ms"]["p50"] <= healthy["latency_ms"]["p95"] < 1000
         assert nx.admin("GET", "/providers/999/health").status_code == 404
 
-        proxy = _samples(requests.get(nx.proxy_url + "/metrics", timeout=5,
+        proxy = samples(requests.get(nx.proxy_url + "/metrics", timeout=5,
                                       headers={"Authorization": f"Bearer {DEFAULT_ADMIN_TOKEN}"}).text)
         assert proxy[("nexusai_circuit_state", (("model", ""), ("provider", "stuck")))] == 2
         assert proxy[("nexusai_failovers_total", (("api", "chat"), ("model", "m")))] == 2
@@ -71,7 +66,7 @@ def test_provider_health_and_metrics(nexus_factory: Any, upstream: FakeUpstream)
             assert nx.admin("GET", "/keys").status_code == 200
         seen = set()
         for _ in range(4):
-            admin = _samples(nx.admin("GET", "/metrics").text)
+            admin = samples(nx.admin("GET", "/metrics").text)
             seen.add(admin[("nexusai_admin_requests_total", (("method", "GET"), ("route", "/keys"),
                                                              ("status", "200")))])
         assert seen == {6.0}

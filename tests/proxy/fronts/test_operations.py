@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from tests.proxy.conftest import Gateway
 from tests.support.fake_upstream import FakeUpstream, Scenario
+from tests.support.prometheus_text import samples
 from tests.support.seed import add_key, add_model, add_provider
 
 pytestmark = pytest.mark.db
@@ -25,10 +25,7 @@ def scrape(gw: Gateway, **headers: str) -> dict[tuple[str, tuple[tuple[str, str]
     r = requests.get(gw.url + "/metrics", headers=headers, timeout=5)
     assert r.status_code == 200, r.text
     assert r.headers["Content-Type"].startswith("text/plain; version=")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(r.text) for sample in family.samples
-    }
+    return samples(r.text)
 
 
 def _chat(gw: Gateway, model: str = "gpt-4o-mini", stream: bool = False) -> requests.Response:
