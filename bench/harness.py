@@ -34,6 +34,8 @@ from bench.loadgen import Request
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLIENT_KEY = "nx-bench-client-key-0123456789abcdefghijklmnopq"
+# A key under every limit (none of them reached): admission and settlement do all their work.
+LIMITED_KEY = "nx-bench-limited-key-0123456789abcdefghijklmn"
 MODEL = "bench-model"
 MODEL_NOUSAGE = "bench-model-nousage"
 MODEL_CLAUDE = "bench-claude"  # on a provider of kind anthropic: Messages pass through
@@ -77,6 +79,38 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def tree_pids(pid: int) -> list[int]:
+    """`pid` and every process below it (run.py's proxy workers), via /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [pid], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def tree_cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of these processes, in seconds (ended ones count 0)."""
+    return own_ticks(pids) / CLK_TCK
+
+
+def wait_workers(stdout: Path, workers: int, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Wait until run.py's stdout announces `workers` proxies listening."""
+    deadline = time.monotonic() + timeout_s
+    while stdout.read_text().count("NexusAI proxy listening") < workers:
+        if time.monotonic() > deadline:
+            raise RuntimeError("proxy workers did not start")
+        time.sleep(0.05)
 
 
 def busy_ticks() -> int:
@@ -199,6 +233,9 @@ def seed_database(database_url: str, mock_url: str) -> None:
             s.add(ProviderModel(provider_id=claude.id, model_name=MODEL_CLAUDE, upstream_name=MODEL,
                                 input_price=Decimal("0.15"), output_price=Decimal("0.60")))
             s.add(ApiKey(name="bench", key_hash=hash_key(CLIENT_KEY), key_hint=key_hint(CLIENT_KEY)))
+            s.add(ApiKey(name="bench-limited", key_hash=hash_key(LIMITED_KEY), key_hint=key_hint(LIMITED_KEY),
+                         rpm=10_000_000, tpm=10_000_000_000, max_concurrency=100_000, token_quota=10**15,
+                         budget_usd=Decimal(10**9), quota_period="daily"))
             bump_config_version(s)
     finally:
         engine.dispose()
@@ -474,7 +511,7 @@ def stream_validator(chunks: int, with_usage: bool) -> Callable[[int, bytes], st
     return check
 
 
-def simple_request(port: int, stream: bool, chunks: int, mode: str = "") -> Request:
+def simple_request(port: int, stream: bool, chunks: int, mode: str = "", key: str = CLIENT_KEY) -> Request:
     """The benchmark's request: a short prompt, no conversation id, no usage chunk asked for."""
     if mode == "embeddings":
         return Request(embeddings_request(port), embeddings_validator)
@@ -487,5 +524,33 @@ def simple_request(port: int, stream: bool, chunks: int, mode: str = "") -> Requ
     if mode == "responses-chat":
         return Request(responses_request(port, model=MODEL_CHAT_ONLY), responses_validator(chunks))
     if stream:
-        return Request(chat_request(port, stream=True), stream_validator(chunks, False))
-    return Request(chat_request(port, stream=False), json_validator)
+        return Request(chat_request(port, stream=True, key=key), stream_validator(chunks, False))
+    return Request(chat_request(port, stream=False, key=key), json_validator)
+
+
+class RedisProcess:
+    """A throwaway redis-server (no persistence) on a free loopback port."""
+
+    def __init__(self, workdir: Path, cpu: int | None = None) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        with open(workdir / "redis.log", "wb") as log:
+            self.proc = subprocess.Popen(
+                ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+                 "--dir", str(workdir)], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_preexec(cpu),
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        """Stop the server."""
+        _stop(self.proc)

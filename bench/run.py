@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -31,12 +32,15 @@ if __package__ in (None, ""):  # `python bench/run.py`
 import orjson
 
 from bench.harness import (
+    CLIENT_KEY,
+    LIMITED_KEY,
     LOAD_CPU,
     PROXY_CPU,
     ForeignCpu,
     MockProcess,
     ProxyProcess,
     RecorderProcess,
+    RedisProcess,
     can_pin,
     cpu_seconds,
     git_commit,
@@ -46,8 +50,11 @@ from bench.harness import (
     rss_mb,
     seed_database,
     simple_request,
+    tree_cpu_seconds,
+    tree_pids,
     wait_quiet,
     wait_usage_rows,
+    wait_workers,
 )
 from bench.loadgen import LoadResult, new_loop, run_load
 
@@ -76,6 +83,9 @@ class Options:
     quiet_wait_s: float = 60.0  # before each phase, wait this long at most for other processes to go quiet
     settle_s: float = SETTLE_S
     recorder: str = "thread"  # USAGE_RECORDER: "process" adds `run.py recorder`, unpinned
+    workers: int = 1  # > 1: also 1 and N proxy workers (PROXY_WORKERS) side by side
+    placement: str = "pinned"  # of that pass: workers one per CPU ("pinned") or all left to the kernel ("free")
+    redis: bool = False  # also a limited key on the in-memory limiter and on Redis (REDIS_URL)
 
 
 @dataclass
@@ -142,9 +152,12 @@ class Bench:
         self.mock: MockProcess | None = None
         self.proxy: ProxyProcess | None = None
         self.recorder: RecorderProcess | None = None
+        self.redis: RedisProcess | None = None
         self.proxied = 0  # client requests sent through any proxy, warm-ups included
+        self.key = CLIENT_KEY
 
-    def start(self, archive: bool = False) -> None:
+    def start(self, archive: bool = False, workers: int = 1, redis_url: str | None = None,
+              pinned: bool = True) -> None:
         """Start the mock (once) and a proxy."""
         if self.mock is None:
             self.mock = MockProcess(self.workdir, latency_ms=self.opts.latency_ms, chunks=self.opts.chunks,
@@ -152,6 +165,10 @@ class Bench:
                                     cpu=LOAD_CPU if self.pinned else None)
             seed_database(self.database_url, self.mock.url)
         env = {"ARCHIVE_MESSAGES": "1"} if archive else {}
+        if workers > 1:
+            env["PROXY_WORKERS"] = str(workers)
+        if redis_url:
+            env["REDIS_URL"] = redis_url
         separate = self.opts.recorder == "process"
         if separate:
             env["USAGE_RECORDER"] = "process"
@@ -160,7 +177,9 @@ class Bench:
         # With a recorder process, the proxy is started as run.py's child would be: alone, the
         # command would supervise a proxy and a recorder of its own.
         self.proxy = ProxyProcess(self.workdir, self.database_url, env=env,
-                                  cpu=PROXY_CPU if self.pinned else None, as_child=separate)
+                                  cpu=PROXY_CPU if self.pinned and pinned else None, as_child=separate)
+        if workers > 1:
+            wait_workers(self.workdir / f"proxy-{self.proxy.port}.stdout", workers)
 
     def stop_proxy(self) -> None:
         """Stop the proxy gracefully."""
@@ -174,13 +193,15 @@ class Bench:
         if self.recorder is not None:
             self.recorder.stop()
             self.recorder = None
+        if self.redis is not None:
+            self.redis.stop()
         if self.mock is not None:
             self.mock.stop()
             self.loop.close()
 
     def load(self, port: int, mode: str, concurrency: int, count: int, duration: float) -> LoadResult:
         """One closed-loop run against `port`."""
-        req = simple_request(port, mode == "stream", self.opts.chunks, mode)
+        req = simple_request(port, mode == "stream", self.opts.chunks, mode, key=self.key)
         return self.loop.run_until_complete(run_load(
             "127.0.0.1", port, lambda _i: req, concurrency=concurrency, duration_s=duration, max_requests=count,
         ))
@@ -190,8 +211,9 @@ class Bench:
         assert self.mock is not None
         via_proxy = target != "direct"
         port = self.proxy.port if (via_proxy and self.proxy) else self.mock.port
-        ours = [os.getpid(), self.mock.proc.pid] + ([self.proxy.pid] if self.proxy else [])
+        ours = [os.getpid(), self.mock.proc.pid] + (tree_pids(self.proxy.pid) if self.proxy else [])
         ours += [self.recorder.pid] if self.recorder else []
+        ours += [self.redis.proc.pid] if self.redis else []
         if self.opts.quiet_wait_s > 0:
             wait_quiet(ours, timeout_s=self.opts.quiet_wait_s)
         warm = self.load(port, mode, concurrency, self.opts.warmup, 30.0)
@@ -200,7 +222,8 @@ class Bench:
             time.sleep(self.opts.settle_s)
         before_up = self.mock.chat_requests()
         pid = self.proxy.pid if (via_proxy and self.proxy) else None
-        cpu0 = cpu_seconds(pid) if pid else 0.0
+        pids = tree_pids(pid) if pid else []  # PROXY_WORKERS > 1: run.py and its workers
+        cpu0 = tree_cpu_seconds(pids)
         rec0 = cpu_seconds(self.recorder.pid) if (pid and self.recorder) else 0.0
         foreign = ForeignCpu(ours)
         result = self.load(port, mode, concurrency, self.opts.max_requests, self.opts.duration_s)
@@ -210,7 +233,7 @@ class Bench:
             # its work belongs to this phase's CPU figure.
             wait_usage_rows(self.db_path, self.proxied + result.requests, timeout=60.0)
             time.sleep(self.opts.settle_s)
-        cpu1 = cpu_seconds(pid) if pid else 0.0
+        cpu1 = tree_cpu_seconds(pids)
         rec1 = cpu_seconds(self.recorder.pid) if (pid and self.recorder) else 0.0
         upstream = self.mock.chat_requests() - before_up
         if via_proxy:
@@ -258,6 +281,10 @@ def run_benchmark(opts: Options, progress: bool = True) -> Report:
                     phase = bench.phase(mode, opts.archive_concurrency, "proxy+archive")
                     report.phases.append(phase)
                     say(_progress_line(phase))
+            if opts.workers > 1:
+                _workers_pass(bench, opts, report, say, affinity)
+            if opts.redis:
+                _redis_pass(bench, opts, report, say)
             bench.stop_proxy()  # graceful: every queued usage row is flushed
             report.usage_rows_expected = bench.proxied
             report.usage_rows_written = wait_usage_rows(bench.db_path, bench.proxied)
@@ -266,6 +293,69 @@ def run_benchmark(opts: Options, progress: bool = True) -> Report:
             if affinity is not None:
                 os.sched_setaffinity(0, affinity)
     return report
+
+
+def _workers_pass(bench: Bench, opts: Options, report: Report, say: Any, affinity: set[int] | None) -> None:
+    """1 worker, then PROXY_WORKERS=N, at the highest concurrency, placed as `opts.placement` says.
+
+    `pinned`: worker i on CPU (i - 1) mod CPUs (so 1 worker is on CPU 0, as the main phases),
+    the mock and the load generator where the main phases put them (CPU 1). `free`: nothing
+    pinned, the kernel places every process and thread.
+    """
+    assert bench.mock is not None
+    every = affinity or set(range(os.cpu_count() or 1))
+    free = opts.placement == "free" or not bench.pinned
+    if free:
+        os.sched_setaffinity(0, every)
+        pin_process_to(bench.mock.proc.pid, every)
+    c = max(opts.concurrencies)
+    try:
+        for workers in (1, opts.workers):
+            bench.stop_proxy()
+            bench.start(workers=workers, pinned=False)
+            assert bench.proxy is not None
+            if not free:
+                children = tree_pids(bench.proxy.pid)[1:] if workers > 1 else [bench.proxy.pid]
+                cpus = sorted(every)
+                for i, pid in enumerate(children):
+                    pin_process_to(pid, {cpus[i % len(cpus)]})
+            for mode in opts.modes:
+                label = f"{workers} worker{'s' if workers > 1 else ''} ({'free' if free else 'pinned'})"
+                phase = bench.phase(mode, c, label)
+                report.phases.append(phase)
+                say(_progress_line(phase))
+    finally:
+        if bench.pinned and free:
+            pin_self(LOAD_CPU)
+            pin_process_to(bench.mock.proc.pid, {LOAD_CPU})
+
+
+def _redis_pass(bench: Bench, opts: Options, report: Report, say: Any) -> None:
+    """A key under every limit, on the in-memory limiter and then on Redis, pinned as the main phases."""
+    if not shutil.which("redis-server"):
+        raise SystemExit("--redis needs redis-server (apt-get install -y redis-server)")
+    bench.redis = RedisProcess(bench.workdir, cpu=LOAD_CPU if bench.pinned else None)
+    bench.key = LIMITED_KEY
+    c = max(opts.concurrencies)
+    try:
+        for target, url in (("limited", None), ("limited+redis", bench.redis.url)):
+            bench.stop_proxy()
+            bench.start(redis_url=url)
+            for mode in opts.modes:
+                phase = bench.phase(mode, c, target)
+                report.phases.append(phase)
+                say(_progress_line(phase))
+    finally:
+        bench.key = CLIENT_KEY
+
+
+def pin_process_to(pid: int, cpus: set[int]) -> None:
+    """Move every thread of a running process onto these CPUs."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), cpus)
+        except OSError:
+            pass
 
 
 def _progress_line(p: Phase) -> str:
@@ -380,6 +470,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="before each phase, wait up to this many seconds for other processes to go quiet")
     p.add_argument("--recorder", choices=("thread", "process"), default=d.recorder,
                    help="USAGE_RECORDER of the proxy: its own thread, or a recorder process")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="> 1: also 1 and N proxy workers (PROXY_WORKERS) at the highest concurrency")
+    p.add_argument("--placement", choices=("pinned", "free"), default=d.placement,
+                   help="--workers pass: worker i on CPU i-1 (mock and load where the main phases put them), "
+                        "or nothing pinned")
+    p.add_argument("--redis", action="store_true",
+                   help="also a limited key on the in-memory limiter and on a throwaway redis-server")
     p.add_argument("--json", type=Path, help="also write the report as JSON here")
     p.add_argument("--markdown", action="store_true", help="print Markdown tables (default: also)")
     return p.parse_args(argv)
@@ -394,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         modes=tuple(m for m in a.modes.split(",") if m), chunks=a.chunks, chunk_delay_ms=a.chunk_delay_ms,
         latency_ms=a.latency_ms, archive_concurrency=a.archive_concurrency or None, pin=not a.no_pin,
         colocated=not a.no_colocated, quiet_wait_s=a.quiet_wait, recorder=a.recorder,
+        workers=a.workers, placement=a.placement, redis=a.redis,
     )
     report = run_benchmark(opts)
     print(markdown(report))

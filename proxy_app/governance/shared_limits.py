@@ -33,14 +33,10 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-
 from proxy_app.config import KeyCfg
 from proxy_app.governance.base import WINDOW_S, Ticket, limit_headers, refusal
 from proxy_app.governance.memory import ZERO_USD, MemoryLimiter
+from proxy_app.governance.resp import RedisTrouble, Resp
 from shared.periods import period_bounds
 
 log = logging.getLogger("nexusai.proxy.limits")
@@ -91,13 +87,10 @@ class RedisLimiter:
         self.prefix = prefix
         self.lease_s = lease_s
         self.timeout_s = timeout_s
-        self.client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0), health_check_interval=0,
-        )
-        self._admit_lua = self.client.register_script((LUA / "admit.lua").read_text())
-        self._settle_lua = self.client.register_script((LUA / "settle.lua").read_text())
-        self._resync_lua = self.client.register_script((LUA / "resync.lua").read_text())
+        self.client = Resp(url, timeout_s)
+        self._admit_lua = self.client.script((LUA / "admit.lua").read_text())
+        self._settle_lua = self.client.script((LUA / "settle.lua").read_text())
+        self._resync_lua = self.client.script((LUA / "resync.lua").read_text())
         self.instance = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._ids = itertools.count(1)
         self._seed: dict[int, tuple[str, float, int, Decimal]] = {}
@@ -119,7 +112,7 @@ class RedisLimiter:
         try:
             await self._heartbeat()
             log.info("key limits shared through Redis by %d proxy process(es)", self.instances)
-        except (RedisError, OSError) as exc:
+        except RedisTrouble as exc:
             self._fail(exc)
         self._tasks.append(asyncio.create_task(self._renew_loop(), name="redis-leases"))
 
@@ -134,14 +127,13 @@ class RedisLimiter:
                 pass
         if self.up:
             try:
-                async with self.client.pipeline(transaction=False) as pipe:
-                    pipe.zrem(self.prefix + "instances", self.instance)
-                    for ticket in self._live.values():
-                        pipe.zrem(ticket.base + "hold", ticket.tid)
-                    await pipe.execute()
-            except (RedisError, OSError):
+                await self.client.pipeline(
+                    ("ZREM", self.prefix + "instances", self.instance),
+                    *(("ZREM", t.base + "hold", t.tid) for t in self._live.values()),
+                )
+            except RedisTrouble:
                 pass  # the leases run out on their own
-        await self.client.aclose()
+        await self.client.close()
 
     def seed(self, consumption: Mapping[int, tuple[str, float, int, Decimal]]) -> None:
         """Recorded consumption per key from the latest snapshot: (period, period start, tokens, usd)."""
@@ -172,15 +164,16 @@ class RedisLimiter:
         tid = f"{self.instance}:{next(self._ids)}"
         reserve_pico = pico(reserve_usd)
         try:
-            answer = await self._admit_lua(
-                keys=(base + "req", base + "tok", base + "tsum", base + "hold", base + "res", quota_key or base + "q"),
-                args=(now_ms, tid, key.rpm or 0, key.tpm or 0, key.max_concurrency or 0,
+            answer = await self.client.evalsha(
+                self._admit_lua,
+                (base + "req", base + "tok", base + "tsum", base + "hold", base + "res", quota_key or base + "q"),
+                (now_ms, tid, key.rpm or 0, key.tpm or 0, key.max_concurrency or 0,
                       key.token_quota if key.token_quota else -1,
                       pico(key.budget_usd) if key.budget_usd is not None else -1,
                       reserve_tokens, reserve_pico, int(self.lease_s * 1000), seed_tokens, seed_pico,
-                      expire_ms, 1 if held else 0),
+                 expire_ms, 1 if held else 0),
             )
-        except (RedisError, OSError) as exc:
+        except RedisTrouble as exc:
             self._fail(exc)
             return self._admit_locally(key, reserve_tokens, reserve_usd)
         refused, admitted, oldest_ms, window, tok_oldest_ms = (int(v) for v in answer[:5])
@@ -220,12 +213,13 @@ class RedisLimiter:
             self._note_use(ticket.key_id, base, ticket.quota_key, tokens, cost)
             return
         try:
-            await self._settle_lua(
-                keys=(base + "hold", base + "res", base + "tok", base + "tsum", ticket.quota_key or base + "q"),
-                args=(int(self.clock() * 1000), ticket.tid, tokens, pico(cost), 1 if ticket.count_tpm else 0,
-                      1 if count_quota else 0, ticket.quota_expire_ms),
+            await self.client.evalsha(
+                self._settle_lua,
+                (base + "hold", base + "res", base + "tok", base + "tsum", ticket.quota_key or base + "q"),
+                (int(self.clock() * 1000), ticket.tid, tokens, pico(cost), 1 if ticket.count_tpm else 0,
+                 1 if count_quota else 0, ticket.quota_expire_ms),
             )
-        except (RedisError, OSError) as exc:
+        except RedisTrouble as exc:
             # Its hold runs out with the lease; its usage is added when Redis returns.
             self._fail(exc)
             self._note_use(ticket.key_id, base, ticket.quota_key, tokens, cost)
@@ -315,32 +309,31 @@ class RedisLimiter:
             raise
 
     async def _add_uses(self, pending: dict[int, _Pending], now: float, now_ms: int) -> None:
-        async with self.client.pipeline(transaction=False) as pipe:
-            for key_id, use in pending.items():
-                recent = sum(n for at, n in use.window if at > now - WINDOW_S)
-                quota_key = use.quota_key or self._local_period(key_id) or use.base + "q"
-                await self._resync_lua(
-                    keys=(use.base + "tok", use.base + "tsum", quota_key),
-                    args=(now_ms, f"{self.instance}:r{next(self._ids)}", recent, use.tokens, use.pico),
-                    client=pipe,
-                )
-            await pipe.execute()
+        for key_id, use in pending.items():
+            recent = sum(n for at, n in use.window if at > now - WINDOW_S)
+            quota_key = use.quota_key or self._local_period(key_id) or use.base + "q"
+            await self.client.evalsha(
+                self._resync_lua, (use.base + "tok", use.base + "tsum", quota_key),
+                (now_ms, f"{self.instance}:r{next(self._ids)}", recent, use.tokens, use.pico),
+            )
 
     # --- background: leases, heartbeat, probe ----------------------------------------------------
 
     async def _heartbeat(self) -> None:
         now_ms = int(self.clock() * 1000)
         lease_ms = int(self.lease_s * 1000)
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.zadd(self.prefix + "instances", {self.instance: now_ms + lease_ms})
-            pipe.zremrangebyscore(self.prefix + "instances", "-inf", now_ms)
-            pipe.zcard(self.prefix + "instances")
-            for ticket in self._live.values():
-                pipe.zadd(ticket.base + "hold", {ticket.tid: now_ms + lease_ms}, xx=True)
-                pipe.pexpire(ticket.base + "hold", lease_ms * 2)
-                if ticket.reserved_tokens or ticket.reserved_usd:
-                    pipe.pexpire(ticket.base + "res", lease_ms * 2)
-            answers = await pipe.execute()
+        instances = self.prefix + "instances"
+        calls: list[tuple[object, ...]] = [
+            ("ZADD", instances, now_ms + lease_ms, self.instance),
+            ("ZREMRANGEBYSCORE", instances, "-inf", now_ms),
+            ("ZCARD", instances),
+        ]
+        for ticket in self._live.values():  # pipelined: one round trip for all of them
+            calls.append(("ZADD", ticket.base + "hold", "XX", now_ms + lease_ms, ticket.tid))
+            calls.append(("PEXPIRE", ticket.base + "hold", lease_ms * 2))
+            if ticket.reserved_tokens or ticket.reserved_usd:
+                calls.append(("PEXPIRE", ticket.base + "res", lease_ms * 2))
+        answers = await self.client.pipeline(*calls)
         self.instances = max(1, int(answers[2]))
 
     async def _renew_loop(self) -> None:
@@ -352,14 +345,14 @@ class RedisLimiter:
                     if self._pending:
                         await self._resync()
                     continue
-                await self.client.ping()
+                await self.client.call("PING")
                 await self._heartbeat()
                 if self.on_return is not None:
                     await self.on_return()
                 await self._resync()
                 self.up = True
                 log.warning("Redis is back: key limits are shared again (%d proxy processes)", self.instances)
-            except (RedisError, OSError) as exc:
+            except RedisTrouble as exc:
                 self._fail(exc)
             except Exception:  # noqa: BLE001 - the renewals must go on
                 log.exception("renewing Redis leases failed")

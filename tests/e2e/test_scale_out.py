@@ -127,7 +127,7 @@ def trio(module_database: str, redis_server: RedisServer, tmp_path_factory: pyte
     add_model(engine, pid, "gpt-4o-mini", input_price="10", output_price="30")  # 0.00038 USD an exchange
     base = tmp_path_factory.mktemp("proxies")
     env = {"REDIS_URL": redis_server.url, "REDIS_KEY_PREFIX": "scale:", "REDIS_LEASE_S": str(LEASE_S),
-           "CONFIG_POLL_INTERVAL": "0.2", "USAGE_FLUSH_INTERVAL_S": "0.05"}
+           "USAGE_FLUSH_INTERVAL_S": "0.05"}  # the config poll at its default (1 s): revocation as shipped
     proxies = [NexusProcess(module_database, base / f"p{i}", mode="proxy", env=env) for i in range(3)]
     threads = [threading.Thread(target=p.start) for p in proxies]
     for t in threads:
@@ -259,3 +259,22 @@ async def test_redis_away_means_local_shares_then_shared_limits_again(trio: Trio
 def test_no_secret_of_redis_in_the_logs(trio: Trio) -> None:
     for p in trio.proxies:
         assert trio.redis.url not in p.stderr and trio.redis.url not in p.stdout
+
+
+def test_a_disabled_key_is_refused_by_every_process_within_two_seconds(trio: Trio) -> None:
+    from shared.db import bump_config_version
+    from shared.models import ApiKey
+
+    key_id, raw = trio.key(rpm=1000)
+    assert all(trio.post(i, raw).status_code == 200 for i in range(3))
+    with Session(trio.engine) as s, s.begin():
+        s.get_one(ApiKey, key_id).enabled = False
+        bump_config_version(s)
+    disabled_at = time.monotonic()
+    refused: set[int] = set()
+    while len(refused) < 3 and time.monotonic() - disabled_at < 5:
+        for i in range(3):
+            if i not in refused and trio.post(i, raw).status_code == 401:
+                refused.add(i)
+        time.sleep(0.05)
+    assert refused == {0, 1, 2} and time.monotonic() - disabled_at < 2.0

@@ -37,16 +37,18 @@ def redis_binary() -> str:
 class RedisServer:
     """One redis-server process with no persistence, bound to 127.0.0.1 only."""
 
-    def __init__(self, base_dir: Path) -> None:
+    def __init__(self, base_dir: Path, *, password: str | None = None) -> None:
         self.binary = redis_binary()
         self.base_dir = base_dir
+        self.password = password
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """The REDIS_URL of this server."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The REDIS_URL of this server (with its password, if it has one)."""
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         """Start the server and wait (bounded) until it answers PING."""
@@ -54,7 +56,8 @@ class RedisServer:
         log = open(self.base_dir / "redis.log", "ab")  # noqa: SIM115 - the child holds it
         self.process = subprocess.Popen(
             [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--dir", str(self.base_dir), "--protected-mode", "yes"],
+             "--dir", str(self.base_dir), "--protected-mode", "yes",
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         log.close()
@@ -72,7 +75,8 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                answer = sock.recv(64)
+                return answer.startswith(b"+PONG") or answer.startswith(b"-NOAUTH")
         except OSError:
             return False
 
