@@ -218,7 +218,7 @@ def setup_logging(settings: Settings, process: str) -> None:
     stream_handler = logging.StreamHandler(sys.stderr)
     for handler in (file_handler, stream_handler):
         handler.setFormatter(formatter)
-    if process == "proxy":
+    if process == "proxy" or process.startswith("proxy-"):  # proxy-<i>: a worker of PROXY_WORKERS
         # One access line per request on the event loop: skip the caller lookup and the
         # thread/process fields LOG_FORMAT never shows (logging's documented optimisations).
         logging._srcfile = None
