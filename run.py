@@ -525,7 +525,10 @@ def main(argv: Sequence[str]) -> int:
             targets.append(("admin", settings.admin_host, settings.admin_port))
         if mode in ("all", "proxy"):
             targets.append(("proxy", settings.proxy_host, settings.proxy_port))
-        check_ports_free(targets)  # before migrating; the servers bind for real later
+        if not supervisor_pid:
+            # Before migrating; the servers bind for real later. Not in a supervised child: the
+            # supervisor checked, and a worker's check would collide with its siblings' sockets.
+            check_ports_free(targets)
     except (SettingsError, StartupError) as exc:
         print(f"run.py: refusing to start: {exc}", file=sys.stderr)
         return 2
