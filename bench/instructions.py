@@ -2,6 +2,7 @@
 
     python -m bench.instructions                                # json and stream, 300 and 1,200 requests
     python -m bench.instructions --modes json,embeddings --small 500 --large 2000 --concurrency 16
+    python -m bench.instructions --modes json --workers 2       # PROXY_WORKERS=2: run.py and both workers
 
 Seconds per request move with whatever else a shared machine does; instruction counts do
 not. For each mode the proxy (`python run.py proxy`, SQLite, the mock upstream on loopback)
@@ -9,7 +10,9 @@ runs twice under `valgrind --tool=callgrind`, once serving `small` requests and 
 `large`, after the same warm-up; the difference of the two totals over the difference of
 the requests is what one request costs, start-up and shutdown cancelled out. Every thread
 counts, so the usage recorder's database writes and the log writer are in the figure.
-Needs valgrind (Debian: `apt-get install valgrind`).
+Needs valgrind (Debian: `apt-get install valgrind`). With `--workers N` the proxy is
+`PROXY_WORKERS=N python run.py proxy` under `--trace-children=yes`: the supervisor and every
+worker are counted (the kernel spreads the load's connections over the workers).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python bench/instructions.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import MockProcess, ProxyProcess, git_commit, seed_database, simple_request
+from bench.harness import MockProcess, ProxyProcess, git_commit, seed_database, simple_request, wait_workers
 from bench.loadgen import new_loop, run_load
 
 COLLECTED = re.compile(rb"Collected : (\d+)")
@@ -33,7 +36,7 @@ WARMUP = 50
 CHUNKS = 16
 
 
-def _total(mode: str, requests: int, concurrency: int) -> int:
+def _total(mode: str, requests: int, concurrency: int, workers: int = 1) -> int:
     """Instructions the proxy executed, start to exit, serving WARMUP + `requests` requests."""
     with tempfile.TemporaryDirectory(prefix="nexusai-instr-") as tmp:
         workdir = Path(tmp)
@@ -42,8 +45,14 @@ def _total(mode: str, requests: int, concurrency: int) -> int:
         loop = new_loop()
         try:
             seed_database(url, mock.url)
-            wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={workdir / 'callgrind.out'}"]
-            proxy = ProxyProcess(workdir, url, as_child=True, wrapper=wrapper, start_timeout_s=600)
+            wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={workdir / 'callgrind.out.%p'}"]
+            env = {}
+            if workers > 1:
+                wrapper.insert(2, "--trace-children=yes")
+                env["PROXY_WORKERS"] = str(workers)
+            proxy = ProxyProcess(workdir, url, as_child=workers == 1, wrapper=wrapper, start_timeout_s=600, env=env)
+            if workers > 1:
+                wait_workers(workdir / f"proxy-{proxy.port}.stdout", workers, timeout_s=600)
             request = simple_request(proxy.port, mode == "stream", CHUNKS, mode)
             for count in (WARMUP, requests):
                 result = loop.run_until_complete(run_load(
@@ -54,19 +63,19 @@ def _total(mode: str, requests: int, concurrency: int) -> int:
                     raise RuntimeError(f"{mode}: {result.errors} errors in {result.requests} requests")
             proxy.proc.send_signal(signal.SIGTERM)
             proxy.proc.wait(600)
-            match = COLLECTED.search(proxy.stderr_path.read_bytes())
-            if match is None:
-                raise RuntimeError(f"no callgrind total in {proxy.stderr_path}")
-            return int(match.group(1))
+            totals = [int(m) for m in COLLECTED.findall(proxy.stderr_path.read_bytes())]
+            if len(totals) < (1 if workers == 1 else workers + 1):
+                raise RuntimeError(f"callgrind totals missing in {proxy.stderr_path}")
+            return sum(totals)  # every traced process: run.py, its migration child, the workers
         finally:
             loop.close()
             mock.stop()
 
 
-def measure(mode: str, small: int, large: int, concurrency: int) -> float:
+def measure(mode: str, small: int, large: int, concurrency: int, workers: int = 1) -> float:
     """Instructions per request in `mode`."""
-    low = _total(mode, small, concurrency)
-    high = _total(mode, large, concurrency)
+    low = _total(mode, small, concurrency, workers)
+    high = _total(mode, large, concurrency, workers)
     return (high - low) / (large - small)
 
 
@@ -77,14 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", type=int, default=300)
     parser.add_argument("--large", type=int, default=1200)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="PROXY_WORKERS (> 1: run.py supervising them)")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         print("bench.instructions needs valgrind", file=sys.stderr)
         return 2
     print(f"commit {git_commit()}; callgrind; {args.small} and {args.large} requests at concurrency "
-          f"{args.concurrency} after {WARMUP} warm-up; streams of {CHUNKS} chunks", flush=True)
+          f"{args.concurrency} after {WARMUP} warm-up; streams of {CHUNKS} chunks; {args.workers} worker(s)",
+          flush=True)
     for mode in (m for m in args.modes.split(",") if m):
-        per_request = measure(mode, args.small, args.large, args.concurrency)
+        per_request = measure(mode, args.small, args.large, args.concurrency, args.workers)
         print(f"{mode:6} {per_request / 1e6:8.3f} M instructions per request", flush=True)
     return 0
 
