@@ -1,4 +1,4 @@
-"""Governance: a key's limits behind one async interface (in memory now; Redis for scale-out)."""
+"""Governance: a key's limits behind one async interface (in memory, or shared through Redis), and breakers."""
 
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ a token limit by more than one reservation. Consumption of quotas for the
 current period is seeded from the usage records at start-up.
 
 One process enforces its own counts: several proxy processes each allow the
-full limit (the Redis limiter of the scale-out issue shares them).
+full limit unless they share them through Redis (shared_limits.RedisLimiter, which
+also falls back to one of these, with each limit cut to the process's share).
 """
 
 from __future__ import annotations

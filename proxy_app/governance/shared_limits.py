@@ -168,9 +168,9 @@ class RedisLimiter:
                 self._admit_lua,
                 (base + "req", base + "tok", base + "tsum", base + "hold", base + "res", quota_key or base + "q"),
                 (now_ms, tid, key.rpm or 0, key.tpm or 0, key.max_concurrency or 0,
-                      key.token_quota if key.token_quota else -1,
-                      pico(key.budget_usd) if key.budget_usd is not None else -1,
-                      reserve_tokens, reserve_pico, int(self.lease_s * 1000), seed_tokens, seed_pico,
+                 key.token_quota if key.token_quota else -1,
+                 pico(key.budget_usd) if key.budget_usd is not None else -1,
+                 reserve_tokens, reserve_pico, int(self.lease_s * 1000), seed_tokens, seed_pico,
                  expire_ms, 1 if held else 0),
             )
         except RedisTrouble as exc:
@@ -348,7 +348,10 @@ class RedisLimiter:
                 await self.client.call("PING")
                 await self._heartbeat()
                 if self.on_return is not None:
-                    await self.on_return()
+                    try:
+                        await self.on_return()
+                    except Exception:  # noqa: BLE001 - periods Redis lost are then seeded from the last snapshot
+                        log.warning("reloading the config after Redis came back failed", exc_info=True)
                 await self._resync()
                 self.up = True
                 log.warning("Redis is back: key limits are shared again (%d proxy processes)", self.instances)
@@ -359,6 +362,8 @@ class RedisLimiter:
 
     def status(self) -> dict[str, Any]:
         """For readiness and metrics: whether limits are shared, and the last trouble."""
+        # The reason without Redis's address: readiness is answered to anyone (the log has it all).
+        reason = None if self.up or self.last_error is None else self.last_error.replace(self.client.where, "Redis")
         return {"backend": "redis" if self.up else "local", "instances": self.instances,
-                "failures": self.failures, "last_error": None if self.up else self.last_error}
+                "failures": self.failures, "last_error": reason}
 
