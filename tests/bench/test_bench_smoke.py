@@ -29,3 +29,16 @@ def test_soak_runs_the_whole_mix() -> None:
     assert report.errors == 0, report.error_samples
     assert report.upstream_requests == report.usage_rows == 80
     assert report.samples and report.steady_rss_mb > 0
+
+
+def test_benchmark_workers_and_redis_passes_run_clean(redis_server: object) -> None:
+    opts = Options(duration_s=0.3, max_requests=40, warmup=5, concurrencies=(4,), modes=("json",), chunks=4,
+                   chunk_delay_ms=0.0, archive_concurrency=None, settle_s=0.05, quiet_wait_s=0.0, colocated=False,
+                   workers=2, redis=True)
+    report = run_benchmark(opts, progress=False)
+    placed = "pinned" if report.pinned else "free"
+    assert [p.target for p in report.phases if p.target != "direct" and p.target != "proxy"] == [
+        f"1 worker ({placed})", f"2 workers ({placed})", "limited", "limited+redis"]
+    for phase in report.phases:
+        assert phase.result["requests"] > 0 and phase.result["errors"] == 0, phase.error_samples
+    assert report.ok
