@@ -1,10 +1,10 @@
 """A small pipelined Redis client for the limiter: one connection, RESP parsed by hiredis.
 
-redis-py's asyncio client was measured at 99-130 µs of CPU per EVALSHA under load
-(connection pool, per-command locks and stream readers), so two calls a request would
-cost a limited key 0.2-0.26 ms against a budget of 0.1 ms; this client, pipelining
-every call on one connection and parsing with hiredis (Redis's own parser), costs
-about 20 µs (docs/benchmarks.md). It does only what the limiter needs: scripts by
+redis-py's asyncio client was measured at 78-130 µs of CPU per EVALSHA with 16 or
+more callers (`python -m bench.redis_client`), so the two calls of a limited request
+would cost 0.16-0.26 ms against a budget of 0.1 ms; this client, pipelining every call
+on one connection and parsing with hiredis (Redis's own parser), costs 8-12 µs
+(docs/benchmarks.md). It does only what the limiter needs: scripts by
 SHA (loaded again when Redis forgot them), plain commands, AUTH and SELECT from the
 URL, TLS for rediss://, unix sockets, and one deadline for every call.
 """
