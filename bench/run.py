@@ -170,14 +170,20 @@ class Bench:
         if redis_url:
             env["REDIS_URL"] = redis_url
         separate = self.opts.recorder == "process"
+        supervised = separate and workers > 1
         if separate:
             env["USAGE_RECORDER"] = "process"
-            if self.recorder is None:
+            if supervised and self.recorder is not None:
+                self.recorder.stop()  # run.py supervises a recorder of its own beside its workers
+                self.recorder = None
+            if self.recorder is None and not supervised:
                 self.recorder = RecorderProcess(self.workdir, self.database_url)
         # With a recorder process, the proxy is started as run.py's child would be: alone, the
-        # command would supervise a proxy and a recorder of its own.
+        # command would supervise a proxy and a recorder of its own. Several workers: run.py
+        # supervises them and its recorder (the recorder's CPU then counts as the proxy's).
         self.proxy = ProxyProcess(self.workdir, self.database_url, env=env,
-                                  cpu=PROXY_CPU if self.pinned and pinned else None, as_child=separate)
+                                  cpu=PROXY_CPU if self.pinned and pinned else None,
+                                  as_child=separate and not supervised)
         if workers > 1:
             wait_workers(self.workdir / f"proxy-{self.proxy.port}.stdout", workers)
 
@@ -316,6 +322,7 @@ def _workers_pass(bench: Bench, opts: Options, report: Report, say: Any, affinit
             assert bench.proxy is not None
             if not free:
                 children = tree_pids(bench.proxy.pid)[1:] if workers > 1 else [bench.proxy.pid]
+                children = [pid for pid in children if b" recorder" not in _cmdline(pid)]
                 cpus = sorted(every)
                 for i, pid in enumerate(children):
                     pin_process_to(pid, {cpus[i % len(cpus)]})
@@ -347,6 +354,13 @@ def _redis_pass(bench: Bench, opts: Options, report: Report, say: Any) -> None:
                 say(_progress_line(phase))
     finally:
         bench.key = CLIENT_KEY
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return b""
 
 
 def pin_process_to(pid: int, cpus: set[int]) -> None:
