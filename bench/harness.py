@@ -234,7 +234,7 @@ def seed_database(database_url: str, mock_url: str) -> None:
                                 input_price=Decimal("0.15"), output_price=Decimal("0.60")))
             s.add(ApiKey(name="bench", key_hash=hash_key(CLIENT_KEY), key_hint=key_hint(CLIENT_KEY)))
             s.add(ApiKey(name="bench-limited", key_hash=hash_key(LIMITED_KEY), key_hint=key_hint(LIMITED_KEY),
-                         rpm=10_000_000, tpm=10_000_000_000, max_concurrency=100_000, token_quota=10**15,
+                         rpm=10_000_000, tpm=2_000_000_000, max_concurrency=100_000, token_quota=10**15,
                          budget_usd=Decimal(10**9), quota_period="daily"))
             bump_config_version(s)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import time
@@ -15,7 +16,7 @@ from shared.db import make_engine
 from shared.models import UsageRecord
 from tests.e2e.conftest import NexusFactory
 from tests.support.fake_upstream import FakeUpstream
-from tests.support.nexus_process import pid_alive
+from tests.support.nexus_process import NexusProcess, pid_alive
 from tests.support.prometheus_text import sample_values
 from tests.support.redis_server import RedisServer
 from tests.support.seed import add_key, add_model, add_provider
@@ -34,13 +35,13 @@ def seed(database_url: str, upstream: FakeUpstream, **limits: object) -> None:
     engine.dispose()
 
 
-def proxy_pids(stdout: str, n: int) -> list[int]:
+def proxy_pids(nx: NexusProcess, n: int) -> list[int]:
     """The proxy workers' pids as run.py announced them (waits, bounded, for n)."""
     deadline = time.monotonic() + 20
-    while len(PROXY_LINE.findall(stdout())) < n:  # type: ignore[operator]
-        assert time.monotonic() < deadline, stdout()  # type: ignore[operator]
+    while len(PROXY_LINE.findall(nx.stdout)) < n:
+        assert time.monotonic() < deadline, nx.stdout
         time.sleep(0.1)
-    return [int(p) for p in PROXY_LINE.findall(stdout())]  # type: ignore[operator]
+    return [int(p) for p in PROXY_LINE.findall(nx.stdout)]
 
 
 def chat(url: str) -> int:
@@ -56,7 +57,7 @@ def test_two_workers_share_one_port_and_one_scrape_counts_both(
 ) -> None:
     seed(database_url, upstream, rpm=50)
     nx = nexus_factory({"PROXY_WORKERS": "2", "REDIS_URL": redis_server.url, "REDIS_KEY_PREFIX": redis_prefix})
-    pids = proxy_pids(lambda: nx.stdout, 2)  # type: ignore[arg-type]
+    pids = proxy_pids(nx, 2)
     assert len(set(pids)) == 2
     assert "without REDIS_URL" not in nx.stderr
     statuses = [chat(nx.proxy_url) for _ in range(60)]
@@ -85,12 +86,10 @@ def test_a_dead_worker_stops_the_rest_and_says_which(nexus_factory: NexusFactory
                                                      upstream: FakeUpstream) -> None:
     seed(database_url, upstream)
     nx = nexus_factory({"PROXY_WORKERS": "2"})
-    pids = proxy_pids(lambda: nx.stdout, 2)  # type: ignore[arg-type]
+    pids = proxy_pids(nx, 2)
     assert "PROXY_WORKERS=2 without REDIS_URL" in nx.stderr  # limits would multiply: said once
     assert nx.stderr.count("without REDIS_URL") == 1
     assert chat(nx.proxy_url) == 200
-    import os
-
     os.kill(pids[1], signal.SIGKILL)
     assert nx.wait(60) == 1
     assert re.search(r"proxy-\d \(pid %d\) stopped unexpectedly: killed by signal SIGKILL" % pids[1], nx.stderr)
