@@ -65,6 +65,17 @@ class _Cell:
         self.ttft = [0] * (len(TTFT_BUCKETS) + 1)
         self.ttft_sum = 0.0
 
+    def add(self, other: _Cell) -> None:
+        """Add another cell's sums to this one's."""
+        self.requests += other.requests
+        self.tokens = [a + b for a, b in zip(self.tokens, other.tokens, strict=True)]
+        self.cost += other.cost
+        self.failovers += other.failovers
+        self.duration = [a + b for a, b in zip(self.duration, other.duration, strict=True)]
+        self.duration_sum += other.duration_sum
+        self.ttft = [a + b for a, b in zip(self.ttft, other.ttft, strict=True)]
+        self.ttft_sum += other.ttft_sum
+
 
 def _buckets(counts: list[int], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
     out: list[tuple[str, float]] = []
@@ -113,13 +124,7 @@ class _RequestFamilies:
             total = merged.get((api, model, provider))
             if total is None:
                 total = merged[(api, model, provider)] = _Cell()
-            total.requests += cell.requests
-            total.tokens = [a + b for a, b in zip(total.tokens, cell.tokens, strict=True)]
-            total.cost += cell.cost
-            total.duration = [a + b for a, b in zip(total.duration, cell.duration, strict=True)]
-            total.duration_sum += cell.duration_sum
-            total.ttft = [a + b for a, b in zip(total.ttft, cell.ttft, strict=True)]
-            total.ttft_sum += cell.ttft_sum
+            total.add(cell)
             by_model[(api, model)] += cell.failovers
         for key, total in merged.items():
             values = list(key)
@@ -185,14 +190,7 @@ def _add_cells(into: dict[tuple[str, str, str, int], _Cell], cells: dict[tuple[s
         total = into.get(key)
         if total is None:
             total = into[key] = _Cell()
-        total.requests += cell.requests
-        total.tokens = [a + b for a, b in zip(total.tokens, cell.tokens, strict=True)]
-        total.cost += cell.cost
-        total.failovers += cell.failovers
-        total.duration = [a + b for a, b in zip(total.duration, cell.duration, strict=True)]
-        total.duration_sum += cell.duration_sum
-        total.ttft = [a + b for a, b in zip(total.ttft, cell.ttft, strict=True)]
-        total.ttft_sum += cell.ttft_sum
+        total.add(cell)
 
 
 class _RunningFamilies:
