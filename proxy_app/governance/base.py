@@ -59,24 +59,27 @@ def needs_reservation(key: KeyCfg) -> bool:
     return bool(key.tpm or key.token_quota or key.budget_usd is not None)
 
 
+# limit -> (the message, with {value} and {period}; error code; error type)
+_REFUSALS = {
+    "concurrency": ("Concurrency limit reached: this key allows {value} requests at once.",
+                    "concurrency_limit_exceeded", "rate_limit_error"),
+    "rpm": ("Rate limit reached: this key allows {value} requests per minute.", "rate_limit_exceeded",
+            "rate_limit_error"),
+    "tpm": ("Rate limit reached: this key allows {value} tokens per minute.", "rate_limit_exceeded",
+            "rate_limit_error"),
+    "quota": ("Token quota exhausted: this key allows {value} tokens ({period}).", "insufficient_quota",
+              "insufficient_quota"),
+    "budget": ("Budget exhausted: this key allows {value} USD ({period}).", "insufficient_quota",
+               "insufficient_quota"),
+}
+
+
 def refusal(key: KeyCfg, limit: str, wait_s: float) -> ProxyError:
     """The 429 naming the limit (`concurrency`, `rpm`, `tpm`, `quota`, `budget`) a request ran into."""
-    if limit == "concurrency":
-        message = f"Concurrency limit reached: this key allows {key.max_concurrency} requests at once."
-        code, type_ = "concurrency_limit_exceeded", "rate_limit_error"
-    elif limit == "rpm":
-        message = f"Rate limit reached: this key allows {key.rpm} requests per minute."
-        code, type_ = "rate_limit_exceeded", "rate_limit_error"
-    elif limit == "tpm":
-        message = f"Rate limit reached: this key allows {key.tpm} tokens per minute."
-        code, type_ = "rate_limit_exceeded", "rate_limit_error"
-    elif limit == "quota":
-        message = f"Token quota exhausted: this key allows {key.token_quota} tokens ({key.quota_period})."
-        code, type_ = "insufficient_quota", "insufficient_quota"
-    else:
-        budget = key.budget_usd.normalize() if key.budget_usd is not None else ""
-        message = f"Budget exhausted: this key allows {budget} USD ({key.quota_period})."
-        code, type_ = "insufficient_quota", "insufficient_quota"
+    values = {"concurrency": key.max_concurrency, "rpm": key.rpm, "tpm": key.tpm, "quota": key.token_quota,
+              "budget": key.budget_usd.normalize() if key.budget_usd is not None else None}
+    template, code, type_ = _REFUSALS[limit]
+    message = template.format(value=values[limit], period=key.quota_period)
     headers = {"Retry-After": str(max(1, math.ceil(wait_s)))} if math.isfinite(wait_s) else {}
     return ProxyError(429, message, type=type_, code=code, headers=headers)
 
