@@ -52,7 +52,13 @@ def test_provider_health_and_metrics(nexus_factory: Any, upstream: FakeUpstream)
         assert (stuck["requests"], stuck["errors"], stuck["error_rate"]) == (2, 2, 1.0)
         assert stuck["last_error"] == "first-byte timeout" and stuck["last_error_at"]
         assert stuck["latency_ms"] == {"p50": None, "p95": None} and len(stuck["instances"]) == 1
-        healthy = nx.admin("GET", f"/providers/{ids['healthy']}/health").json()
+        # Rows are written every 0.5 s: the one holding the fifth request may come a write later.
+        deadline = time.monotonic() + 10
+        while True:
+            healthy = nx.admin("GET", f"/providers/{ids['healthy']}/health").json()
+            if healthy["requests"] >= 5 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert (healthy["state"], healthy["requests"], healthy["errors"]) == ("closed", 5, 0)
         assert 0 < healthy["latency_ms"]["p50"] <= healthy["latency_ms"]["p95"] < 1000
         assert nx.admin("GET", "/providers/999/health").status_code == 404
