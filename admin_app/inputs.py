@@ -18,9 +18,9 @@ def _reject_constant(name: str) -> Any:
 def raw_json_object(*, allow_empty: bool = False) -> dict[str, Any] | None:
     """The request body as a JSON object, or a 400; None for an allowed empty body."""
     data = request.get_data(cache=True)
+    if not data and allow_empty:
+        return None  # no body at all; white space alone is not a JSON document
     if not data.strip():
-        if allow_empty:
-            return None
         raise ValidationFailed("A JSON object body is required", code="missing_body")
     if not request.is_json:
         raise ValidationFailed(

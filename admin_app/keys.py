@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from admin_app.api import bp
 from admin_app.change_log import apply_changes, record_change
-from admin_app.errors import Conflict, ValidationFailed
+from admin_app.errors import Conflict
 from admin_app.extensions import db
 from admin_app.inputs import load_body, load_mapping, load_query, raw_json_object
 from admin_app.key_quota import key_with_consumption
@@ -37,14 +37,15 @@ def _dedupe(items: list[Any]) -> list[Any]:
 
 
 def check_provider_ids(provider_ids: list[int], field: str = "provider_ids") -> None:
-    """400 unless every id names an existing provider."""
+    """409 unless every id names an existing provider: the body is valid, what it names is not there (now)."""
     if not provider_ids:
         return
     found = set(db.session.scalars(select(Provider.id).where(Provider.id.in_(provider_ids))))
     missing = [pid for pid in provider_ids if pid not in found]
     if missing:
-        raise ValidationFailed(
+        raise Conflict(
             "Unknown provider id(s)",
+            code="unknown_provider",
             details={field: [f"Provider {pid} does not exist." for pid in missing]},
         )
 

@@ -121,6 +121,8 @@ def usage_report() -> Response:
     now = utcnow()
     start = args["start"]
     end_before = args["end_before"]
+    # A start_date replaces the period: the label says which of the two made the window.
+    label = args["period"] if start is None else "custom"
     if start is None:
         reference = end_before - timedelta(microseconds=1) if end_before is not None else now
         start = period_start(args["period"], reference)
@@ -134,7 +136,7 @@ def usage_report() -> Response:
     total = report.total
     first_day = date_day(first)
     body: dict[str, Any] = {
-        "period": args["period"],
+        "period": label,
         "start": iso(start),
         "end": iso(end_before or now),
         **total.sums.figures(p95(db.session, window, total)),

@@ -9,6 +9,8 @@ from marshmallow import Schema, fields, post_load, pre_load, validate
 from admin_app.schemas.fields import INT32_MAX
 
 MAX_PAGE = 1000
+# An optional string of spaces alone (or nothing) means null in the fields of `blank_to_none`.
+BLANK_PATTERN = "^ *$"
 
 
 class ErrorBodySchema(Schema):
@@ -41,8 +43,8 @@ class PaginationQuerySchema(Schema):
 
 
 class TidyInputSchema(Schema):
-    """Input tidying shared by write schemas: blank optional strings in `blank_to_none` become
-    null, and a null description becomes empty."""
+    """Input tidying shared by write schemas: optional strings in `blank_to_none` that are empty or
+    spaces alone become null, and a null description becomes empty."""
 
     blank_to_none: tuple[str, ...] = ()
 
@@ -50,7 +52,7 @@ class TidyInputSchema(Schema):
     def _blank_is_none(self, data: Any, **kwargs: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        blanks = {f: None for f in self.blank_to_none if isinstance(data.get(f), str) and not data[f].strip()}
+        blanks = {f: None for f in self.blank_to_none if isinstance(data.get(f), str) and not data[f].strip(" ")}
         return {**data, **blanks} if blanks else data
 
     @post_load

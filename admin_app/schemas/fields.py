@@ -6,8 +6,7 @@ integer, True as an integer); the admin API rejects wrong JSON types instead.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Callable
+import re
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -45,7 +44,20 @@ class StrictFloat(fields.Float):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-class Text(fields.String):
+def ecma_pattern(pattern: str) -> re.Pattern[str]:
+    """`pattern` compiled as a JSON Schema validator reads it: ASCII classes, `$` only at the very end."""
+    body = pattern[:-1] + r"\Z" if pattern.endswith("$") else pattern
+    return re.compile(body, re.ASCII)
+
+
+class Documented:
+    """A field that states its exact rules in the OpenAPI document (see admin_app/openapi.py)."""
+
+    def json_schema(self, prop: dict[str, Any]) -> None:
+        """Adjust `prop`, the property apispec derived from the field, to what the field accepts."""
+
+
+class Text(Documented, fields.String):
     """Free text; NUL is refused because PostgreSQL cannot store it."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
@@ -54,99 +66,177 @@ class Text(fields.String):
             raise ValidationError("Must not contain NUL characters.")
         return text
 
+    def json_schema(self, prop: dict[str, Any]) -> None:
+        """No NUL."""
+        prop["pattern"] = r"^[^\x00]*$"
 
-class Name(fields.String):
-    """A display name: surrounding whitespace stripped, then non-empty, no control characters."""
 
-    def __init__(self, max_length: int, **kwargs: Any) -> None:
-        validators = [validate.Length(min=1, max=max_length, error="Must be 1 to {max} characters.")]
-        super().__init__(validate=validators + list(kwargs.pop("validate", [])), **kwargs)
+# What str.strip() and a JSON Schema validator's \s both call white space, outside the control range.
+_WIDE_SPACES = r"\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_STRIPPED = " \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
+    "\u2028\u2029\u202f\u205f\u3000\ufeff"
+
+
+class Name(Documented, fields.String):
+    """A display name: no control characters, not blank; surrounding spaces are stripped."""
+
+    def __init__(self, max_length: int, forbid: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_length = max_length
+        self.forbid = forbid
+        allowed = rf"[^\x00-\x1f\x7f{re.escape(forbid)}]"
+        visible = rf"[^\x00-\x20\x7f{_WIDE_SPACES}{re.escape(forbid)}]"
+        self.pattern = rf"^{allowed}*{visible}{allowed}*$"
+        self._match = ecma_pattern(self.pattern).search
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
-        stripped = text.strip()
-        if not stripped:
-            raise ValidationError("Must not be empty or whitespace.")
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in stripped):
-            raise ValidationError("Must not contain control characters.")
-        return stripped
+        if len(text) > self.max_length:
+            raise ValidationError(f"Must be at most {self.max_length} characters.")
+        if self._match(text) is None:
+            if any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+                raise ValidationError("Must not contain control characters.")
+            if any(ch in self.forbid for ch in text):
+                raise ValidationError(f"Must not contain {' or '.join(repr(ch) for ch in self.forbid)}.")
+            raise ValidationError("Must not be empty or white space.")
+        return text.strip(_STRIPPED)
+
+    def json_schema(self, prop: dict[str, Any]) -> None:
+        """Length of the raw value, and the pattern itself."""
+        prop.update(minLength=1, maxLength=self.max_length, pattern=self.pattern)
 
 
-class Usd(fields.Decimal):
-    """USD amounts: numbers or numeric strings, >= 0, at most 6 decimal places; dumped as numbers."""
+class Usd(Documented, fields.Decimal):
+    """USD amounts: JSON numbers or decimal strings, 0 to `maximum`, at most 6 decimal places; dumped as numbers."""
 
     def __init__(self, maximum: int, **kwargs: Any) -> None:
-        super().__init__(
-            validate=[validate.Range(min=0, max=maximum), _at_most_places(PRICE_PLACES)], **kwargs
-        )
+        digits = len(str(maximum)) - 1
+        if maximum != 10**digits:
+            raise ValueError("the maximum of a Usd field is a power of ten")
+        super().__init__(validate=[validate.Range(min=0, max=maximum)], **kwargs)
+        self.maximum = maximum
+        places = PRICE_PLACES
+        self.pattern = rf"^(?:[0-9]{{1,{digits}}}(?:\.[0-9]{{1,{places}}})?|{maximum}(?:\.0{{1,{places}}})?)$"
+        self._match = ecma_pattern(self.pattern).search
 
-    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> float | None:
-        return None if value is None else float(value)
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        if isinstance(value, str):
+            if self._match(value) is None:
+                raise ValidationError(
+                    f"A decimal string needs digits, at most {PRICE_PLACES} decimal places, "
+                    f"and at most {self.maximum}."
+                )
+            return Decimal(value)
+        if not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        amount: Decimal = super()._deserialize(value, attr, data, **kwargs)
+        if not 0 <= amount <= self.maximum:
+            return amount  # the range validator words the refusal
+        return _whole_places(amount)
+
+    def json_schema(self, prop: dict[str, Any]) -> None:
+        """A number (a multiple of 0.000001) or the same amount as a string."""
+        number = {"type": "number", "minimum": 0, "maximum": self.maximum, "multipleOf": 10**-PRICE_PLACES}
+        text = {"type": "string", "pattern": self.pattern}
+        for key in ("type", "minimum", "maximum"):
+            prop.pop(key, None)
+        prop["anyOf"] = [number, text]
 
 
-def _at_most_places(places: int) -> Callable[[Decimal], None]:
-    def check(value: Decimal) -> None:
-        """Refuse digits the scaled-integer column would round away."""
-        exponent = value.normalize().as_tuple().exponent
-        if isinstance(exponent, int) and exponent < -places:
-            raise ValidationError(f"At most {places} decimal places.")
-
-    return check
+def _whole_places(amount: Decimal) -> Decimal:
+    """`amount` if it has at most 6 decimal places (a float's shortest text, as JSON Schema's multipleOf reads it)."""
+    exponent = amount.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -PRICE_PLACES:
+        raise ValidationError(f"At most {PRICE_PLACES} decimal places.")
+    return amount
 
 
 class UtcDateTime(fields.DateTime):
-    """ISO 8601; a naive value is taken as UTC; always returned aware in UTC."""
+    """ISO 8601; a naive value is taken as UTC; always returned aware in UTC.
+
+    An instant whose UTC form falls outside years 1..9999 (year 1 with a + offset) becomes the
+    first or last representable one: it is before or after every record either way.
+    """
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
         parsed = super()._deserialize(value, attr, data, **kwargs)
-        if parsed.tzinfo is None:
-            return parsed.replace(tzinfo=timezone.utc)
-        try:
-            return parsed.astimezone(timezone.utc)
-        except OverflowError:
-            raise ValidationError("Date-time out of range.") from None
+        return utc_clamped(parsed)
 
 
-class HttpUrl(fields.String):
-    """An absolute URL whose scheme is in `schemes`, with a host and a valid port."""
+def utc_clamped(instant: datetime) -> datetime:
+    """`instant` in UTC (naive means UTC), clamped to the representable range."""
+    if instant.tzinfo is None:
+        return instant.replace(tzinfo=timezone.utc)
+    try:
+        return instant.astimezone(timezone.utc)
+    except OverflowError:
+        edge = datetime.min if instant.year == 1 else datetime.max
+        return edge.replace(tzinfo=timezone.utc)
+
+
+_DEC_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_IPV4 = rf"{_DEC_OCTET}(?:\.{_DEC_OCTET}){{3}}"
+_H16 = r"[0-9A-Fa-f]{1,4}"
+_LS32 = rf"(?:{_H16}:{_H16}|{_IPV4})"
+# RFC 3986's IPv6address, alternative by alternative.
+_IPV6 = "(?:" + "|".join([
+    rf"(?:{_H16}:){{6}}{_LS32}",
+    rf"::(?:{_H16}:){{5}}{_LS32}",
+    rf"(?:{_H16})?::(?:{_H16}:){{4}}{_LS32}",
+    rf"(?:(?:{_H16}:){{0,1}}{_H16})?::(?:{_H16}:){{3}}{_LS32}",
+    rf"(?:(?:{_H16}:){{0,2}}{_H16})?::(?:{_H16}:){{2}}{_LS32}",
+    rf"(?:(?:{_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}",
+    rf"(?:(?:{_H16}:){{0,4}}{_H16})?::{_LS32}",
+    rf"(?:(?:{_H16}:){{0,5}}{_H16})?::{_H16}",
+    rf"(?:(?:{_H16}:){{0,6}}{_H16})?::",
+]) + ")"
+_LABEL = r"[A-Za-z0-9_-]{1,63}"
+_HOST = rf"(?:\[{_IPV6}\]|{_LABEL}(?:\.{_LABEL})*\.?)"
+_PORT = r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
+_USERINFO = r"(?:[A-Za-z0-9._~%!$&'()*+,;=-]*(?::[A-Za-z0-9._~%!$&'()*+,;=-]*)?@)?"
+_REST = r"(?:[/?#][!-~]*)?"
+_URL_MAX = 500
+
+
+def _case_free(word: str) -> str:
+    return "".join(f"[{ch.lower()}{ch.upper()}]" if ch.isalpha() else ch for ch in word)
+
+
+class HttpUrl(Documented, fields.String):
+    """An absolute URL: a scheme of `schemes`, a host name or IP literal, an optional port (1-65535),
+    printable ASCII only; user:password@ only where `allow_credentials`."""
 
     def __init__(self, schemes: frozenset[str], allow_credentials: bool, **kwargs: Any) -> None:
-        super().__init__(validate=validate.Length(max=500), **kwargs)
+        super().__init__(**kwargs)
         self.schemes = schemes
         self.allow_credentials = allow_credentials
+        scheme = "(?:" + "|".join(_case_free(s) for s in sorted(schemes, key=len, reverse=True)) + ")"
+        userinfo = _USERINFO if allow_credentials else ""
+        self.pattern = f"^{scheme}://{userinfo}{_HOST}{_PORT}{_REST}$"
+        self._match = ecma_pattern(self.pattern).search
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        url = super()._deserialize(value, attr, data, **kwargs).strip()
+        url = super()._deserialize(value, attr, data, **kwargs)
+        if len(url) > _URL_MAX:
+            raise ValidationError(f"Must be at most {_URL_MAX} characters.")
+        if self._match(url) is not None:
+            return url
         schemes = ", ".join(sorted(self.schemes))
-        if any(ch.isspace() or ord(ch) < 32 for ch in url):
-            raise ValidationError("Must not contain whitespace.")
-        try:
-            parts = urlsplit(url)
-            parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError:
-            raise ValidationError("Not a valid URL.") from None
-        if parts.scheme.lower() not in self.schemes:
+        if any(not "!" <= ch <= "~" for ch in url):
+            raise ValidationError("Must be printable ASCII without spaces (percent-encode the rest).")
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme.lower() not in self.schemes:
             raise ValidationError(f"Must be an absolute URL with scheme {schemes}.")
-        if not parts.hostname:
-            raise ValidationError("Must include a host.")
-        if (parts.username or parts.password) and not self.allow_credentials:
+        authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+        if "@" in authority and not self.allow_credentials:
             raise ValidationError("Must not contain credentials; put the secret in server_key.")
-        _check_host(parts.hostname)
-        return url
+        raise ValidationError("Must have a valid host name or IP address and, optionally, a port from 1 to 65535.")
 
-
-def _check_host(host: str) -> None:
-    try:
-        ipaddress.ip_address(host)
-        return
-    except ValueError:
-        pass
-    labels = host.rstrip(".").split(".")
-    if not all(label and len(label) <= 63 for label in labels):
-        raise ValidationError("Not a valid host name.")
-    for label in labels:
-        if not all(ch.isalnum() or ch in "-_" for ch in label):
-            raise ValidationError("Not a valid host name.")
+    def json_schema(self, prop: dict[str, Any]) -> None:
+        """Length and the URL grammar above."""
+        prop.update(maxLength=_URL_MAX, pattern=self.pattern)
 
 
 def mask_url_password(url: str | None) -> str | None:

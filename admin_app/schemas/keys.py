@@ -9,11 +9,13 @@ from marshmallow import Schema, ValidationError, fields, validate
 from admin_app.schemas.fields import (
     INT32_MAX,
     INT64_MAX,
+    Documented,
     Name,
     StrictBoolean,
     StrictInteger,
     Usd,
     UtcDateTime,
+    ecma_pattern,
 )
 
 QUOTA_PERIODS = ("total", "daily", "monthly")
@@ -21,17 +23,23 @@ MAX_BUDGET_USD = 1_000_000_000
 MAX_SCOPE_ITEMS = 1000
 
 
-class ClientKey(fields.String):
-    """A caller-supplied client key: 8 to 256 visible characters, no whitespace."""
+class ClientKey(Documented, fields.String):
+    """A caller-supplied client key: 8 to 256 printable ASCII characters, no spaces (it travels in a header)."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(validate=validate.Length(min=8, max=256), **kwargs)
+    pattern = r"^[!-~]{8,256}$"
+    _match = ecma_pattern(pattern).search
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         key = super()._deserialize(value, attr, data, **kwargs)
-        if any(ch.isspace() or not ch.isprintable() for ch in key):
-            raise ValidationError("Must not contain whitespace or control characters.")
+        if not 8 <= len(key) <= 256:
+            raise ValidationError("Must be 8 to 256 characters.")
+        if self._match(key) is None:
+            raise ValidationError("Must be printable ASCII without spaces.")
         return key
+
+    def json_schema(self, prop: dict[str, Any]) -> None:
+        """Length and alphabet."""
+        prop.update(minLength=8, maxLength=256, pattern=self.pattern)
 
 
 def _positive(maximum: int) -> validate.Range:
@@ -39,7 +47,7 @@ def _positive(maximum: int) -> validate.Range:
 
 
 class KeyUpdateSchema(Schema):
-    """PUT/PATCH body: every field optional; the key value changes only through rotate."""
+    """The fields of a key; PUT/PATCH take any of them, the key value changes only through rotate."""
 
     name = Name(max_length=100, required=True)
     provider_ids = fields.List(
@@ -97,7 +105,7 @@ class KeyOutSchema(Schema):
     tpm = fields.Integer(allow_none=True)
     max_concurrency = fields.Integer(allow_none=True)
     token_quota = fields.Integer(allow_none=True)
-    budget_usd = Usd(MAX_BUDGET_USD, allow_none=True)
+    budget_usd = fields.Float(allow_none=True)
     quota_period = fields.String()
     expires_at = fields.DateTime(allow_none=True)
     enabled = fields.Boolean()

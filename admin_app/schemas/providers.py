@@ -30,16 +30,11 @@ def _distinct(values: list[str]) -> None:
         raise ValidationError("Must not repeat an API.")
 
 
-def _no_slash(value: str) -> None:
-    # Clients pick a provider explicitly with "provider_name/model".
-    if "/" in value:
-        raise ValidationError("Must not contain '/'.")
-
-
 class ProviderInSchema(TidyInputSchema):
     """POST body (PUT/PATCH take the same fields, all optional)."""
 
-    name = Name(max_length=100, required=True, validate=[_no_slash])
+    # No "/": clients pick a provider explicitly with "provider_name/model".
+    name = Name(max_length=100, forbid="/", required=True)
     server_url = HttpUrl(
         UPSTREAM_SCHEMES,
         allow_credentials=False,
@@ -72,7 +67,8 @@ class ProviderInSchema(TidyInputSchema):
         fields.String(validate=validate.OneOf(CLIENT_APIS)),
         allow_none=True,
         validate=[validate.Length(min=1), _distinct],
-        metadata={"description": "Client APIs the provider serves natively; null: its kind's defaults."},
+        metadata={"description": "Client APIs the provider serves natively; null: its kind's defaults.",
+                  "uniqueItems": True},
     )
     priority = StrictInteger(
         validate=validate.Range(min=-INT32_MAX, max=INT32_MAX),

@@ -8,7 +8,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from admin_app.schemas.fields import INT32_MAX, Text
+from admin_app.schemas.fields import INT32_MAX, Documented, Text, utc_clamped
 
 
 @dataclass(frozen=True)
@@ -19,43 +19,43 @@ class DateBound:
     whole_day: bool
 
 
-class DayOrInstant(fields.Field):
+_BOUND_ERROR = "Must be a date (YYYY-MM-DD) or an RFC 3339 date-time (2026-11-30T23:59:59Z)."
+_UTC_MAX = datetime.max.replace(tzinfo=timezone.utc)
+
+
+class DayOrInstant(Documented, fields.Field):
     """`YYYY-MM-DD` (a whole UTC day) or an ISO 8601 date-time (naive means UTC)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> DateBound:
         if not isinstance(value, str):
-            raise ValidationError("Must be a date (YYYY-MM-DD) or an ISO 8601 date-time.")
+            raise ValidationError(_BOUND_ERROR)
         text = value.strip()
         try:
             if len(text) == 10:
                 day = date.fromisoformat(text)
-                if day == date.max:
-                    raise ValidationError("Date out of range.")
                 return DateBound(datetime.combine(day, time.min, tzinfo=timezone.utc), True)
             instant = datetime.fromisoformat(text)
         except ValueError:
-            raise ValidationError("Must be a date (YYYY-MM-DD) or an ISO 8601 date-time.") from None
-        if instant.tzinfo is None:
-            instant = instant.replace(tzinfo=timezone.utc)
-        try:
-            bound = DateBound(instant.astimezone(timezone.utc), False)
-            _end_exclusive(bound)  # the last representable day has no "day after"
-        except OverflowError:
-            raise ValidationError("Date out of range.") from None
-        return bound
+            raise ValidationError(_BOUND_ERROR) from None
+        return DateBound(utc_clamped(instant), False)
+
+    def json_schema(self, prop: dict[str, Any]) -> None:
+        """A date or a date-time."""
+        prop.pop("type", None)
+        prop["anyOf"] = [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]
 
 
 class RangeQuerySchema(Schema):
     """`?start_date=&end_date=`: both inclusive; a bare end date includes that whole day."""
 
-    start_date = DayOrInstant(metadata={"type": "string", "example": "2026-11-01"})
-    end_date = DayOrInstant(metadata={"type": "string", "example": "2026-11-30T23:59:59Z"})
+    start_date = DayOrInstant(metadata={"example": "2026-11-01"})
+    end_date = DayOrInstant(metadata={"example": "2026-11-30T23:59:59Z"})
 
     @validates_schema
     def _ordered(self, data: dict[str, Any], **kwargs: Any) -> None:
         start, end = data.get("start_date"), data.get("end_date")
         if start and end and _end_exclusive(end) <= start.at:
-            raise ValidationError("end_date must not be before start_date.", "end_date")
+            raise ValidationError(WINDOW_ORDER_ERROR, "end_date")
 
     @post_load
     def _to_range(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
@@ -65,6 +65,9 @@ class RangeQuerySchema(Schema):
             "start": start.at if start else None,
             "end_before": _end_exclusive(end) if end else None,
         }
+
+
+WINDOW_ORDER_ERROR = "end_date must not be before start_date."
 
 
 def id_filter(description: str) -> fields.Integer:
@@ -91,7 +94,10 @@ class StatsQuerySchema(RangeQuerySchema):
 
 
 def _end_exclusive(bound: DateBound) -> datetime:
-    return bound.at + (timedelta(days=1) if bound.whole_day else timedelta(microseconds=1))
+    try:
+        return bound.at + (timedelta(days=1) if bound.whole_day else timedelta(microseconds=1))
+    except OverflowError:
+        return _UTC_MAX  # the last representable instant stands for "no end"
 
 
 CACHED_DOC = "Prompt tokens read from the provider's prompt cache (part of prompt_tokens)."

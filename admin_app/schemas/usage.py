@@ -62,7 +62,10 @@ class DayFiguresEntrySchema(DayFiguresSchema):
 class UsageReportSchema(FiguresSchema):
     """`GET /usage`: totals of the window and one entry per UTC day (days without usage included)."""
 
-    period = fields.String()
+    period = fields.String(
+        metadata={"enum": [*PERIODS, "custom"],
+                  "description": "The period the window is (to date), or custom when start_date set it."}
+    )
     start = fields.String(metadata={"description": "First instant covered (ISO 8601, UTC)."})
     end = fields.String(metadata={"description": "End of the window, exclusive (ISO 8601, UTC)."})
     daily_breakdown = fields.List(fields.Nested(DayFiguresEntrySchema))

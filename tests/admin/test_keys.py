@@ -92,13 +92,16 @@ def test_duplicate_value_is_409(admin: AdminClient, dump_db: Any) -> None:
     assert dump_db() == before
 
 
-def test_unknown_provider_ids_are_400(admin: AdminClient, dump_db: Any) -> None:
+def test_unknown_provider_ids_are_409(admin: AdminClient, dump_db: Any) -> None:
+    # The body is valid by the schema; what it names is missing from the current state.
     provider = admin.ok("POST", "/providers", 201, json=SEED_PROVIDER)
     before = dump_db()
-    error = assert_error(admin.post("/keys", json={"name": "x", "provider_ids": [provider["id"], 77]}), 400)
+    error = assert_error(
+        admin.post("/keys", json={"name": "x", "provider_ids": [provider["id"], 77]}), 409, "unknown_provider"
+    )
     assert error["details"] == {"provider_ids": ["Provider 77 does not exist."]}
     key_id = before["api_key"][0][0]
-    assert_error(admin.put(f"/keys/{key_id}", json={"provider_ids": [78]}), 400)
+    assert_error(admin.put(f"/keys/{key_id}", json={"provider_ids": [78]}), 409, "unknown_provider")
     assert dump_db() == before
 
 

@@ -87,16 +87,16 @@ def test_update_changes_only_given_fields(admin: AdminClient, provider: dict[str
     assert updated["upstream_name"] == "gpt-4" and updated["input_price"] is None
 
 
-def test_unknown_provider_id_in_body_is_400_with_details(
+def test_unknown_provider_id_in_body_is_409_with_details(
     admin: AdminClient, provider: dict[str, Any], dump_db: Any
 ) -> None:
     before = dump_db()
     response = admin.post("/provider_models", json={**SEED_MODEL, "provider_id": 99})
-    error = assert_error(response, 400, "validation_error")
-    assert "provider_id" in error["details"]
+    error = assert_error(response, 409, "unknown_provider")
+    assert error["details"] == {"provider_id": ["Provider 99 does not exist."]}
     model_id = admin.ok("POST", "/provider_models", 201, json=SEED_MODEL)["id"]
     middle = dump_db()
-    assert_error(admin.patch(f"/provider_models/{model_id}", json={"provider_id": 99}), 400)
+    assert_error(admin.patch(f"/provider_models/{model_id}", json={"provider_id": 99}), 409, "unknown_provider")
     assert dump_db() == middle
     assert before["provider_model"] == []
 
