@@ -55,6 +55,8 @@ class Provider(Base):
     """An upstream OpenAI-compatible server and the secret key to reach it."""
 
     __tablename__ = "provider"
+    # Audit and usage rows outlive their provider: SQLite must never hand its id to a new one.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
@@ -84,7 +86,7 @@ class ProviderModel(Base):
     """A model a provider serves, with its prices."""
 
     __tablename__ = "provider_model"
-    __table_args__ = (UniqueConstraint("provider_id", "model_name"),)
+    __table_args__ = (UniqueConstraint("provider_id", "model_name"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     provider_id: Mapped[int] = mapped_column(ForeignKey("provider.id", ondelete="CASCADE"), index=True)

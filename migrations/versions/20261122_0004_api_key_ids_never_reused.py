@@ -15,6 +15,8 @@ revision = '0004'
 down_revision = '0003'
 branch_labels = None
 depends_on = None
+# Only SQLite reuses ids; elsewhere this revision does nothing and says nothing (shared/migrate.py).
+DIALECTS = ("sqlite",)
 
 
 def upgrade():

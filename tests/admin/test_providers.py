@@ -185,6 +185,21 @@ def test_delete_cascades_models_and_descopes_keys(admin: AdminClient, dump_db: A
     assert key_audit[0]["action"] == "update" and key_audit[0]["changes"]["enabled"] is False
 
 
+def test_a_deleted_providers_and_models_ids_are_never_handed_out_again(admin: AdminClient) -> None:
+    first = admin.ok("POST", "/providers", 201, json={"name": "first", "server_url": "https://f.test"})
+    model = admin.ok("POST", "/provider_models", 201, json={**SEED_MODEL, "provider_id": first["id"]})
+    admin.ok("DELETE", f"/provider_models/{model['id']}")
+    admin.ok("DELETE", f"/providers/{first['id']}")  # the newest row: SQLite would reuse its id
+
+    second = admin.ok("POST", "/providers", 201, json={"name": "second", "server_url": "https://s.test"})
+    second_model = admin.ok("POST", "/provider_models", 201, json={**SEED_MODEL, "provider_id": second["id"]})
+
+    assert second["id"] > first["id"] and second_model["id"] > model["id"]
+    # So the first provider's history stays its own.
+    audit = admin.ok("GET", "/audit?resource=provider&resource_id=%d" % second["id"])
+    assert [a["action"] for a in audit] == ["create"]
+
+
 def test_unknown_provider_is_404(admin: AdminClient, dump_db: Any) -> None:
     before: Dump = dump_db()
     for method in ("GET", "PUT", "PATCH", "DELETE"):
