@@ -126,8 +126,10 @@ def format_hostport(host: str, port: int) -> str:
 
 def announce(name: str, url: str) -> None:
     """Tell the operator (stdout) and the log where a server listens."""
+    from shared.logs import log_to_file_only
+
     print(f"NexusAI {name} listening on {url} (pid {os.getpid()})", flush=True)
-    log.info("%s listening on %s (pid %d)", name, url, os.getpid())
+    log_to_file_only(log, "%s listening on %s (pid %d)", name, url, os.getpid())  # stderr has it from stdout
 
 
 def check_workers(settings: Settings) -> None:
@@ -155,22 +157,27 @@ def warn_if_unauthenticated(settings: Settings) -> None:
         )
 
 
-def migrate(settings: Settings) -> None:
-    """Bring the database schema to the newest revision."""
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # import-time noise
-    from sqlalchemy.engine import make_url
-
+def migrate(settings: Settings) -> list[str]:
+    """Bring the database schema to the newest revision; what happened, one line per step."""
     from shared.migrate import upgrade_database
 
-    log.info("applying migrations to %s", make_url(settings.database_url).render_as_string(hide_password=True))
-    upgrade_database(settings.database_url)
+    return upgrade_database(settings.database_url)
 
 
-def migrate_in_child(settings: Settings) -> None:
-    """Migrate from a short-lived interpreter, so a lone server does not keep Alembic in memory."""
+def log_migration(settings: Settings, lines: Sequence[str]) -> None:
+    """Say which database the schema lines are about, once, then the steps."""
     from sqlalchemy.engine import make_url
 
-    log.info("applying migrations to %s", make_url(settings.database_url).render_as_string(hide_password=True))
+    where = make_url(settings.database_url).render_as_string(hide_password=True)
+    for i, line in enumerate(lines):
+        if i == 0:
+            log.info("database %s: %s", where, line)
+        else:
+            log.info("%s", line)
+
+
+def migrate_in_child(settings: Settings) -> list[str]:
+    """Migrate from a short-lived interpreter, so a lone server does not keep Alembic in memory."""
     result = subprocess.run(
         [sys.executable, "-c", "import run, sys; sys.exit(run.migrate_child_main())"], cwd=ROOT,
         capture_output=True, text=True,
@@ -178,6 +185,7 @@ def migrate_in_child(settings: Settings) -> None:
     if result.returncode != 0:
         lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
         raise MigrationError(lines[-1] if lines else f"migration exited with code {result.returncode}")
+    return result.stdout.splitlines()
 
 
 class MigrationError(RuntimeError):
@@ -187,7 +195,7 @@ class MigrationError(RuntimeError):
 def migrate_child_main() -> int:
     """Entry point of the migration child: migrate, or print one line saying why not."""
     try:
-        migrate(Settings.from_env())
+        print("\n".join(migrate(Settings.from_env())), flush=True)
     except Exception as exc:  # reported to the parent as one line
         print(f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}", file=sys.stderr)
         return 1
@@ -215,6 +223,8 @@ def serve_admin(settings: Settings) -> int:
     from gunicorn.arbiter import Arbiter
     from gunicorn.glogging import Logger as GunicornLogger
 
+    from shared.logs import library_level
+
     if settings.metrics_enabled and not os.environ.get(METRICS_DIR_ENV):
         # Gunicorn's workers count into files there; any worker's /metrics adds them all up.
         share_metrics_dir(settings.data_dir / "metrics" / "admin")
@@ -237,8 +247,10 @@ def serve_admin(settings: Settings) -> int:
                 for handler in list(logger.handlers):
                     logger.removeHandler(handler)
                 logger.propagate = True
-            # Propagation skips the root's level, so honour LOG_LEVEL here.
+            # Propagation skips the root's level, so honour LOG_LEVEL here; gunicorn's own INFO lines
+            # (its version, worker boots) are library noise below DEBUG, as in shared/logs.
             self.access_log.setLevel(max(logging.INFO, logging.getLogger().level))
+            self.error_log.setLevel(library_level(settings))
 
     class GracefulArbiter(Arbiter):  # type: ignore[misc]
         """SIGINT stops gracefully too (gunicorn's default is an abrupt stop)."""
@@ -297,7 +309,7 @@ def serve_admin(settings: Settings) -> int:
         def load(self) -> Any:
             from admin_app import create_app
 
-            return create_app(settings)
+            return create_app(settings, warn_unauthenticated=False)  # run.py said it once already
 
         def run(self) -> None:
             GracefulArbiter(self).run()
@@ -549,7 +561,7 @@ def main(argv: Sequence[str]) -> int:
         if mode in ("all", "proxy"):
             warn_if_limits_multiply(settings)
         try:
-            migrate(settings) if mode == "all" else migrate_in_child(settings)
+            log_migration(settings, migrate(settings) if mode == "all" else migrate_in_child(settings))
         except Exception as exc:  # any failure here means we must not serve
             first_line = (str(exc).strip().splitlines() or [""])[0]
             log.error("cannot apply migrations: %s: %s", type(exc).__name__, first_line)

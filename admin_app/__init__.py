@@ -22,7 +22,7 @@ __all__ = ["create_app", "db", "migrate"]
 logger = logging.getLogger("nexusai.admin")
 
 
-def create_app(settings: Settings | None = None) -> Flask:
+def create_app(settings: Settings | None = None, warn_unauthenticated: bool = True) -> Flask:
     """Build the admin application for `settings` (default: from the environment)."""
     if settings is None:
         settings = Settings.from_env()
@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.init_app(app)
     app.register_blueprint(bp)
 
-    if not settings.admin_token:
+    if not settings.admin_token and warn_unauthenticated:
         logger.warning(
             "ADMIN_TOKEN is not set: the admin API is unauthenticated and must stay on loopback"
         )

@@ -24,6 +24,9 @@ BACKUPS = 5
 # How long an INFO line may wait for the writer thread; WARNING and above wake it at once.
 BATCH_INTERVAL_S = 0.1
 BATCH_WAKE_AT = 1000  # lines buffered
+# Libraries whose INFO lines repeat what ours say (or say nothing an operator needs): shown from
+# WARNING up, all of them at LOG_LEVEL=DEBUG.
+LIBRARY_LOGGERS = ("alembic", "gunicorn.error")
 
 
 class BatchingHandler(logging.Handler):
@@ -143,6 +146,7 @@ def _utc_iso(created: float) -> str:
     return datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_file_handler: logging.Handler | None = None  # LOG_DIR/<process>.log, once setup_logging made it
 _batching: BatchingHandler | None = None  # the proxy process's, once setup_logging installed it
 _json_lines = False  # LOG_FORMAT=json
 _clock = _Clock()
@@ -195,6 +199,20 @@ def _write_rotating(target: logging.handlers.RotatingFileHandler, lines: list[st
     stream.write("".join(pending))
 
 
+def library_level(settings: Settings) -> int:
+    """The level of LIBRARY_LOGGERS: WARNING (or LOG_LEVEL when higher), DEBUG when LOG_LEVEL is."""
+    level = logging.getLevelName(settings.log_level)
+    return logging.DEBUG if level == logging.DEBUG else max(logging.WARNING, level)
+
+
+def log_to_file_only(logger: logging.Logger, fmt: str, *args: object) -> None:
+    """An INFO line for the log file and not stderr: for what the caller already printed on stdout."""
+    handler = _file_handler
+    if handler is None or not logger.isEnabledFor(logging.INFO):
+        return
+    handler.handle(logger.makeRecord(logger.name, logging.INFO, "(unknown file)", 0, fmt, args, None))
+
+
 def setup_logging(settings: Settings, process: str) -> None:
     """Send records to `LOG_DIR/<process>.log` (rotating) and stderr, once per process.
 
@@ -236,4 +254,8 @@ def setup_logging(settings: Settings, process: str) -> None:
         handler._nexusai = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(settings.log_level)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(library_level(settings))
+    global _file_handler
+    _file_handler = file_handler
     root._nexusai_configured = process  # type: ignore[attr-defined]

