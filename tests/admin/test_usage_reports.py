@@ -405,12 +405,17 @@ def test_usage_with_range_and_filters_matches_recomputation(history: History) ->
     chosen = select_rows(history.rows, start, midnight(last + timedelta(days=1)), provider_id=provider)
     expected = expected_usage(chosen, day_of(start), last)
     assert {k: body[k] for k in expected} == expected
+    # The label says what made the window: the dates, not the default period (was "month").
+    assert body["period"] == "custom"
+    assert body["start"] == start.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    assert body["end"] == f"{(last + timedelta(days=1)).isoformat()}T00:00:00Z"
     # period with only an end date: the period holding that end.
     body = history.get("/usage", period="week", end_date=last.isoformat(), key_id=history.key_ids[1])
     first = _period_start("week", last)
     chosen = select_rows(history.rows, midnight(first), midnight(last + timedelta(days=1)), key_id=history.key_ids[1])
     expected = expected_usage(chosen, first, last)
     assert {k: body[k] for k in expected} == expected
+    assert body["period"] == "week" and body["start"] == f"{first.isoformat()}T00:00:00Z"
 
 
 # --- /usage/export ------------------------------------------------------------------------------
