@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from ssl import SSLError
 from typing import Any
 
@@ -15,6 +16,9 @@ LIMIT_REQUEST_LINE = 8190
 LIMIT_REQUEST_FIELDS = 100
 LIMIT_REQUEST_FIELD_SIZE = 8190
 KEEPALIVE_S = 5
+
+# Ours, not gunicorn's error log: that one shows only warnings below LOG_LEVEL=DEBUG (shared/logs.py).
+log = logging.getLogger("nexusai.admin")
 
 
 def _answer(exc: BaseException) -> tuple[int, str, str, str]:
@@ -35,7 +39,7 @@ class JsonErrorWorker(ThreadWorker):  # type: ignore[misc]
         if client_error:
             status, reason, message, code = _answer(exc)
             # gunicorn's own line quotes the offending header or line, which may hold the admin token.
-            self.log.info("refused a malformed request from %s: %s", (addr or ("",))[0], type(exc).__name__)
+            log.info("refused a malformed request from %s: %s", (addr or ("",))[0], type(exc).__name__)
             type_ = "invalid_request_error"
         else:
             self.log.error("unhandled error serving an admin request: %s", type(exc).__name__)
