@@ -40,6 +40,7 @@ class ProviderCfg:
     kind: str = "openai"  # which adapter speaks to it
     apis: frozenset[str] = frozenset({"chat"})  # the client APIs it serves natively
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    api_version: str | None = None  # azure: the api-version query; gemini: the URL's version
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +124,7 @@ def load_snapshot(engine: Engine) -> Snapshot:
                 kind=p.kind,
                 apis=provider_apis(p.kind, p.apis),
                 connect_timeout_s=float(p.connect_timeout_s or DEFAULT_CONNECT_TIMEOUT_S),
+                api_version=p.api_version or None,
             )
         routes: dict[str, list[Route]] = {}
         for m in models:

@@ -71,6 +71,8 @@ class Provider(Base):
     kind: Mapped[str] = mapped_column(String(16), default="openai", server_default="openai")
     apis: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
     connect_timeout_s: Mapped[float] = mapped_column(Float, default=5.0, server_default="5")
+    # Azure's `api-version` query, Gemini's URL version (v1beta); NULL: the kind's default.
+    api_version: Mapped[str | None] = mapped_column(String(40), default=None)
     # Higher priority is tried first; weight breaks ties between equal priorities.
     priority: Mapped[int] = mapped_column(Integer, default=0)
     weight: Mapped[int] = mapped_column(Integer, default=1)

@@ -10,7 +10,11 @@ CLIENT_APIS = ("chat", "responses", "embeddings", "completions", "messages")
 DEFAULT_APIS: dict[str, tuple[str, ...]] = {
     "openai": ("chat", "responses", "embeddings", "completions"),
     "anthropic": ("messages",),  # chat (and through it Responses, the WebSocket chat) by translation
+    "gemini": (),  # none natively: chat and embeddings by translation, the rest through chat
+    "azure": ("chat", "responses", "embeddings", "completions"),
 }
+# Kinds whose wire format is no client API: a provider's own `apis` list cannot add one.
+TRANSLATED_ONLY = frozenset({"gemini"})
 PROVIDER_KINDS = tuple(DEFAULT_APIS)
 DEFAULT_KIND = "openai"
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
@@ -18,6 +22,8 @@ DEFAULT_CONNECT_TIMEOUT_S = 5.0
 
 def provider_apis(kind: str, apis: Iterable[str] | None) -> frozenset[str]:
     """The APIs a provider serves natively: its own list, else its kind's defaults."""
+    if kind in TRANSLATED_ONLY:
+        return frozenset()
     if apis:
         return frozenset(apis)
     return frozenset(DEFAULT_APIS.get(kind, ()))

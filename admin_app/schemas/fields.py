@@ -106,6 +106,25 @@ class Name(Documented, fields.String):
         prop.update(minLength=1, maxLength=self.max_length, pattern=self.pattern)
 
 
+class Slug(Documented, fields.String):
+    """A short identifier safe in a URL as it is (letters, digits, `.`, `_`, `-`), e.g. an API version."""
+
+    def __init__(self, max_length: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pattern = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{max_length - 1}}}$"
+        self._match = ecma_pattern(self.pattern).search
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if self._match(text) is None:
+            raise ValidationError(f"Must match {self.pattern}.")
+        return text
+
+    def json_schema(self, prop: dict[str, Any]) -> None:
+        """The pattern."""
+        prop["pattern"] = self.pattern
+
+
 class Usd(Documented, fields.Decimal):
     """USD amounts: JSON numbers or decimal strings, 0 to `maximum`, at most 6 decimal places; dumped as numbers."""
 

@@ -9,6 +9,7 @@ from admin_app.schemas.fields import (
     INT32_MAX,
     HttpUrl,
     Name,
+    Slug,
     StrictBoolean,
     StrictFloat,
     StrictInteger,
@@ -70,13 +71,19 @@ class ProviderInSchema(TidyInputSchema):
         metadata={"description": "Client APIs the provider serves natively; null: its kind's defaults.",
                   "uniqueItems": True},
     )
+    api_version = Slug(
+        40, allow_none=True,
+        metadata={"description": "azure: the api-version query (default 2024-10-21; Responses 2025-04-01-preview; "
+                                 "none on an /openai/v1 URL); gemini: the URL's version (default v1beta); "
+                                 "other kinds ignore it. Null or blank: the default."},
+    )
     priority = StrictInteger(
         validate=validate.Range(min=-INT32_MAX, max=INT32_MAX),
         metadata={"description": "Higher is tried first."},
     )
     weight = StrictInteger(validate=validate.Range(min=1, max=INT32_MAX))
 
-    blank_to_none = ("http_proxy",)
+    blank_to_none = ("http_proxy", "api_version")
 
 
 class ProviderOutSchema(Schema):
@@ -96,6 +103,7 @@ class ProviderOutSchema(Schema):
         "_apis", metadata={"type": "array", "items": {"type": "string"},
                            "description": "The client APIs it serves natively (its kind's defaults unless set)."},
     )
+    api_version = fields.String(allow_none=True)
     timeout_s = fields.Float()
     connect_timeout_s = fields.Float()
     priority = fields.Integer()

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.db
 
 PROVIDER_FIELDS = {
     "id", "name", "server_url", "server_key_hint", "description", "enabled", "http_proxy",
-    "timeout_s", "priority", "weight", "created_at", "updated_at", "kind", "apis", "connect_timeout_s",
+    "timeout_s", "priority", "weight", "created_at", "updated_at", "kind", "apis", "connect_timeout_s", "api_version",
 }
 
 
@@ -272,3 +272,23 @@ def test_kind_apis_and_connect_timeout(admin: AdminClient, dump_db: Any) -> None
         assert r.status_code == 400, (body, r.text)
         assert field in r.text
     assert dump_db() == before  # refused bodies change nothing
+
+
+def test_gemini_and_azure_kinds_and_api_version(admin: AdminClient, dump_db: Any) -> None:
+    gemini = admin.ok("POST", "/providers", 201, json={
+        "name": "google", "server_url": "https://generativelanguage.googleapis.com", "kind": "gemini",
+        "server_key": "AIza-secret-key-1234", "apis": ["chat"]})
+    # Gemini speaks no client API itself: everything reaches it translated, whatever `apis` says.
+    assert gemini["kind"] == "gemini" and gemini["apis"] == [] and gemini["api_version"] is None
+    azure = admin.ok("POST", "/providers", 201, json={
+        "name": "azure", "server_url": "https://contoso.openai.azure.com", "kind": "azure",
+        "api_version": "2024-10-21"})
+    assert azure["apis"] == ["chat", "responses", "embeddings", "completions"]
+    assert azure["api_version"] == "2024-10-21"
+    assert admin.ok("PATCH", f"/providers/{azure['id']}", json={"api_version": " "})["api_version"] is None
+    assert admin.ok("PATCH", f"/providers/{azure['id']}", json={"api_version": "preview"})["api_version"] == "preview"
+    before = dump_db()
+    for bad in ("2024 10 21", "2024-10-21&x=1", "-v1", "x" * 41, 20241021):
+        r = admin.request("PATCH", f"/providers/{azure['id']}", json={"api_version": bad})
+        assert r.status_code == 400 and "api_version" in r.text, (bad, r.text)
+    assert dump_db() == before

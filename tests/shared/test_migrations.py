@@ -117,7 +117,7 @@ def test_0010_keeps_every_provider_and_model_and_ids_are_never_reused(empty_data
         " '2026-12-01')",
     )
 
-    assert upgrade_database(empty_database_url)[0] == "schema upgraded from revision 0009 to 0010"
+    assert upgrade_database(empty_database_url)[0].startswith("schema upgraded from revision 0009 to ")
 
     models = "SELECT id, provider_id, model_name FROM provider_model ORDER BY id"
     assert _execute(empty_database_url, models) == [(1, 1, "m1"), (2, 2, "m2")]  # the rebuild kept them
