@@ -316,7 +316,7 @@ class AnthropicAdapter:
         payload = {**body, "model": upstream_model} if api == "messages" else messages_body(body, upstream_model)
         return UpstreamCall("POST", messages_url(provider.base_url), headers, orjson.dumps(payload))
 
-    def decode_reply(self, api: str, raw: bytes) -> dict[str, Any] | None:
+    def decode_reply(self, api: str, raw: bytes, request: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """The message (as a chat completion for chat clients)."""
         try:
             parsed = orjson.loads(raw)

@@ -65,8 +65,12 @@ class Adapter(Protocol):
         """
         ...
 
-    def decode_reply(self, api: str, raw: bytes) -> dict[str, Any] | None:
-        """A whole 2xx reply as a hub-format object (None when it is not one)."""
+    def decode_reply(self, api: str, raw: bytes, request: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """A whole 2xx reply as a hub-format object (None when it is not one).
+
+        `request`: the body `build` was given, for replies whose translation depends on it
+        (the embeddings `encoding_format`).
+        """
         ...
 
     def stream_decoder(self, api: str) -> StreamDecoder:

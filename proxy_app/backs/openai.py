@@ -112,7 +112,7 @@ class OpenAIAdapter:
         return UpstreamCall("POST", provider.base_url + PATHS[api], headers,
                             orjson.dumps({**body, "model": upstream_model}))
 
-    def decode_reply(self, api: str, raw: bytes) -> dict[str, Any] | None:
+    def decode_reply(self, api: str, raw: bytes, request: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         """The reply object (it is already in the hub format); of an embeddings reply, its usage only."""
         if api == "embeddings":
             # The vectors pass through as bytes; parsing thousands of floats to read two counts

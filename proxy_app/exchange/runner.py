@@ -453,7 +453,7 @@ class Exchange:
             outcome = await self._record(status, "upstream_error", delivered=False)
             await renderer.whole(self, WholeReply(status, body, None, response.headers), outcome)
             return
-        obj = self.adapter.decode_reply(self.wire_api, raw)
+        obj = self.adapter.decode_reply(self.wire_api, raw, self.chat_body if self.translated else self.body)
         if obj is not None:
             self.meter.add_completion(obj)
             self.meter.upstream_usage = self.adapter.usage(obj)

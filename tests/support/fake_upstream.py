@@ -42,6 +42,8 @@ class Scenario:
     reasoning: str = ""  # reasoning text before the reply (as DeepSeek's `reasoning_content`)
     cache_write_tokens: int = 0  # Anthropic's cache_creation_input_tokens (its /v1/messages only)
     error_headers: dict[str, str] = field(default_factory=dict)  # with status >= 400 (Retry-After, say)
+    finish_reason: str | None = None  # in place of stop/tool_calls (e.g. Azure's content_filter)
+    safety_block: str | None = None  # Gemini: "prompt" (promptFeedback.blockReason) or "answer" (SAFETY finish)
 
     def pieces(self) -> list[str]:
         """The reply split into stream chunks (word by word, spaces kept)."""
@@ -196,7 +198,7 @@ class FakeUpstream:
             with self._lock:
                 self.in_flight -= 1
 
-    async def _answer(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    async def _answer(self, request: web.Request, body: dict[str, Any], preamble: bytes = b"") -> web.StreamResponse:
         sc = self.scenario(body.get("model", ""))
         if sc.delay_s:
             await asyncio.sleep(sc.delay_s)
@@ -217,7 +219,7 @@ class FakeUpstream:
             usage["completion_tokens_details"] = {"reasoning_tokens": sc.reasoning_tokens, "audio_tokens": 0}
         created = int(time.time())
         cid = "chatcmpl-fake"
-        finish = "tool_calls" if sc.tool_calls else "stop"
+        finish = sc.finish_reason or ("tool_calls" if sc.tool_calls else "stop")
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": sc.reply or None}
             if sc.reasoning:
@@ -246,6 +248,8 @@ class FakeUpstream:
                 obj["usage"] = usage
             return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
+        if preamble:
+            await resp.write(preamble)
         await resp.write(chunk({"role": "assistant", "content": ""}))
         if sc.reasoning:
             for word in sc.reasoning.split(" "):
