@@ -39,6 +39,7 @@ LIMITED_KEY = "nx-bench-limited-key-0123456789abcdefghijklmn"
 MODEL = "bench-model"
 MODEL_NOUSAGE = "bench-model-nousage"
 MODEL_CLAUDE = "bench-claude"  # on a provider of kind anthropic: Messages pass through
+MODEL_GEMINI = "bench-gemini"  # on a provider of kind gemini: chat translated both ways
 MODEL_CHAT_ONLY = "bench-chat-only"  # on a provider declaring apis ["chat"]: Responses go through the translation
 PROXY_CPU = 0
 LOAD_CPU = 1
@@ -231,6 +232,12 @@ def seed_database(database_url: str, mock_url: str) -> None:
             s.add(claude)
             s.flush()
             s.add(ProviderModel(provider_id=claude.id, model_name=MODEL_CLAUDE, upstream_name=MODEL,
+                                input_price=Decimal("0.15"), output_price=Decimal("0.60")))
+            gemini = Provider(name="mock-gemini", kind="gemini", server_url=mock_url.removesuffix("/v1"),
+                              server_key="sk-bench-upstream-secret")
+            s.add(gemini)
+            s.flush()
+            s.add(ProviderModel(provider_id=gemini.id, model_name=MODEL_GEMINI, upstream_name=MODEL,
                                 input_price=Decimal("0.15"), output_price=Decimal("0.60")))
             s.add(ApiKey(name="bench", key_hash=hash_key(CLIENT_KEY), key_hint=key_hint(CLIENT_KEY)))
             s.add(ApiKey(name="bench-limited", key_hash=hash_key(LIMITED_KEY), key_hint=key_hint(LIMITED_KEY),
@@ -521,6 +528,10 @@ def simple_request(port: int, stream: bool, chunks: int, mode: str = "", key: st
         return Request(messages_request(port), messages_validator(chunks))
     if mode == "messages-chat":
         return Request(messages_request(port, model=MODEL), messages_validator(chunks))
+    if mode == "gemini":
+        return Request(chat_request(port, stream=False, model=MODEL_GEMINI, key=key), json_validator)
+    if mode == "gemini-stream":  # the usage chunk comes with the finish: Gemini reports it unasked
+        return Request(chat_request(port, stream=True, model=MODEL_GEMINI, key=key), stream_validator(chunks, True))
     if mode == "responses-chat":
         return Request(responses_request(port, model=MODEL_CHAT_ONLY), responses_validator(chunks))
     if stream:

@@ -51,6 +51,7 @@ class MockUpstream:
         self._embedding: bytes | None = None
         self._responses: dict[str, list[bytes]] = {}
         self._messages: dict[str, list[bytes]] = {}
+        self._gemini: dict[tuple[str, bool], list[bytes]] = {}
 
     def _usage(self) -> dict[str, int]:
         completion = self.cfg.chunks
@@ -234,6 +235,47 @@ class MockUpstream:
         return web.Response(body=orjson.dumps({"chat_requests": self.chat_requests}),
                             content_type="application/json")
 
+    def gemini_reply(self, model: str, stream: bool) -> list[bytes]:
+        """A GenerateContentResponse (or its SSE events, one per piece) as Google's reference shows it."""
+        cached = self._gemini.get((model, stream))
+        if cached is None:
+            usage = {"promptTokenCount": self.cfg.prompt_tokens, "candidatesTokenCount": self.cfg.chunks,
+                     "totalTokenCount": self.cfg.prompt_tokens + self.cfg.chunks}
+            base = {"modelVersion": model, "responseId": "resp-mock"}
+            if not stream:
+                content = {"role": "model", "parts": [{"text": "".join(self._pieces)}]}
+                cached = [orjson.dumps({**base, "usageMetadata": usage,
+                                        "candidates": [{"index": 0, "finishReason": "STOP", "content": content}]})]
+            else:
+                cached = []
+                for i, piece in enumerate(self._pieces):
+                    last = i == len(self._pieces) - 1
+                    candidate: dict[str, Any] = {"index": 0, "content": {"role": "model", "parts": [{"text": piece}]}}
+                    if last:
+                        candidate["finishReason"] = "STOP"
+                    event = {**base, "candidates": [candidate],
+                             "usageMetadata": usage if last else {"promptTokenCount": self.cfg.prompt_tokens}}
+                    cached.append(b"data: " + orjson.dumps(event) + b"\r\n\r\n")
+            self._gemini[(model, stream)] = cached
+        return cached
+
+    async def gemini(self, request: web.Request) -> web.StreamResponse:
+        """Gemini's `models/{model}:generateContent` and `:streamGenerateContent?alt=sse`."""
+        self.chat_requests += 1
+        await request.read()
+        model, _, method = request.match_info["call"].partition(":")
+        if method == "generateContent":
+            return web.Response(body=self.gemini_reply(model, False)[0], content_type="application/json")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        delay = self.cfg.chunk_delay_s
+        for event in self.gemini_reply(model, True):
+            await resp.write(event)
+            if delay:
+                await asyncio.sleep(delay)
+        await resp.write_eof()
+        return resp
+
     def app(self) -> web.Application:
         """The aiohttp application."""
         app = web.Application()
@@ -241,6 +283,7 @@ class MockUpstream:
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_post("/v1/responses", self.responses)
         app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1beta/models/{call}", self.gemini)
         app.router.add_get("/stats", self.stats)
         return app
 
