@@ -161,3 +161,23 @@ def test_a_wrong_key_is_the_upstreams_401_without_the_key(gateway: Gateway, azur
     r = requests.post(gateway.url + "/v1/chat/completions", headers=gateway.headers(), timeout=10,
                       json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 401 and "invalid subscription key" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tools_pass_through(gateway: Gateway, azure: FakeAzure, client: openai.OpenAI, stream: bool) -> None:
+    azure.default = Scenario(reply="", tool_calls=[("get_weather", '{"city": "Paris"}')], prompt_tokens=20,
+                             completion_tokens=5)
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    kwargs: Any = {"model": MODEL, "tools": [tool], "messages": [{"role": "user", "content": "Weather?"}]}
+    if stream:
+        chunks = list(client.chat.completions.create(stream=True, **kwargs))
+        parts = [c.choices[0].delta.tool_calls[0] for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+        arguments = "".join(p.function.arguments or "" for p in parts)  # type: ignore[union-attr]
+        name = parts[0].function.name  # type: ignore[union-attr]
+    else:
+        (call,) = client.chat.completions.create(**kwargs).choices[0].message.tool_calls or []
+        arguments, name = call.function.arguments, call.function.name  # type: ignore[union-attr]
+    assert (name, arguments) == ("get_weather", '{"city": "Paris"}')
+    assert azure.requests[0].body["tools"] == [tool]
+    (row,) = gateway.wait_rows(1)
+    assert (row.prompt_tokens, row.completion_tokens) == (20, 5)

@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from tests.proxy.conftest import Gateway
+from tests.proxy.test_ws_chat import chat, open_ws, send, text_of, until_end
 from tests.support.fake_gemini import FakeGemini
 from tests.support.fake_upstream import Scenario
 from tests.support.seed import add_model, add_provider
@@ -274,3 +275,15 @@ def test_a_mid_stream_error_event_ends_the_exchange(gateway: Gateway, gemini: Fa
     assert last["error"]["code"] == "UNAVAILABLE"
     (row,) = gateway.wait_rows(1)
     assert row.status_code == 502
+
+
+async def test_the_websocket_chat_reaches_gemini(gateway: Gateway, gemini: FakeGemini) -> None:
+    gemini.default = Scenario(prompt_tokens=30, completion_tokens=7)
+    async with open_ws(gateway.url, gateway.headers()) as ws:
+        await send(ws, chat("c1", model=MODEL))
+        messages = await until_end(ws, "c1")
+    assert text_of(messages, "c1") == REPLY and messages[-1]["type"] == "done"
+    (seen,) = gemini.requests
+    assert seen.path == f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
+    (row,) = gateway.wait_rows(1)
+    assert (row.api, row.provider_name, row.prompt_tokens, row.completion_tokens) == ("ws", "google", 30, 7)
