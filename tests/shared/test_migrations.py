@@ -106,38 +106,33 @@ def test_0010_keeps_every_provider_and_model_and_ids_are_never_reused(empty_data
     if empty_database_url.startswith("sqlite:///"):
         Path(empty_database_url[len("sqlite:///"):]).parent.mkdir(parents=True)
     command.upgrade(cfg, "0009")
-    _execute(
-        empty_database_url,
-        "INSERT INTO provider (id, name, server_url, server_key, description, enabled, timeout_s, kind,"
-        " connect_timeout_s, priority, weight, created_at, updated_at) VALUES"
-        " (1, 'a', 'https://a.test', 'k', '', true, 60, 'openai', 5, 0, 1, '2026-12-01', '2026-12-01'),"
-        " (2, 'b', 'https://b.test', 'k', '', true, 60, 'openai', 5, 0, 1, '2026-12-01', '2026-12-01')",
-        "INSERT INTO provider_model (id, provider_id, model_name, description, enabled, created_at, updated_at)"
-        " VALUES (1, 1, 'm1', '', true, '2026-12-01', '2026-12-01'), (2, 2, 'm2', '', true, '2026-12-01',"
-        " '2026-12-01')",
-    )
+    provider = ("INSERT INTO provider (name, server_url, server_key, description, enabled, timeout_s, kind,"
+                " connect_timeout_s, priority, weight, created_at, updated_at) VALUES"
+                " ('{}', 'https://p.test', 'k', '', true, 60, 'openai', 5, 0, 1, '2026-12-01', '2026-12-01')")
+    model = ("INSERT INTO provider_model (provider_id, model_name, description, enabled, created_at, updated_at)"
+             " SELECT id, '{}', '', true, '2026-12-01', '2026-12-01' FROM provider WHERE name = '{}'")
+    _execute(empty_database_url, provider.format("a"), provider.format("b"), model.format("m1", "a"),
+             model.format("m2", "b"))
+    ids = "SELECT name, id FROM provider ORDER BY id"
+    models = "SELECT m.model_name, p.name FROM provider_model m JOIN provider p ON p.id = m.provider_id ORDER BY m.id"
+    (a, first), (b, second) = _execute(empty_database_url, ids)
+    first_models = _execute(empty_database_url, "SELECT max(id) FROM provider_model")[0][0]
 
     assert upgrade_database(empty_database_url)[0].startswith("schema upgraded from revision 0009 to ")
 
-    models = "SELECT id, provider_id, model_name FROM provider_model ORDER BY id"
-    assert _execute(empty_database_url, models) == [(1, 1, "m1"), (2, 2, "m2")]  # the rebuild kept them
+    assert _execute(empty_database_url, models) == [("m1", "a"), ("m2", "b")]  # the rebuild kept them
     assert _pending_diff(empty_database_url) == []
     # Deleting the newest provider cascades to its model and leaves both ids used up.
-    _execute(empty_database_url, "DELETE FROM provider WHERE id = 2")
-    assert _execute(empty_database_url, models) == [(1, 1, "m1")]
-    _execute(
-        empty_database_url,
-        "INSERT INTO provider (name, server_url, server_key, description, enabled, timeout_s, kind,"
-        " connect_timeout_s, priority, weight, created_at, updated_at) VALUES"
-        " ('c', 'https://c.test', 'k', '', true, 60, 'openai', 5, 0, 1, '2026-12-01', '2026-12-01')",
-        "INSERT INTO provider_model (provider_id, model_name, description, enabled, created_at, updated_at)"
-        " VALUES (1, 'm3', '', true, '2026-12-01', '2026-12-01')",
-    )
-    assert _execute(empty_database_url, "SELECT id FROM provider WHERE name = 'c'") == [(3,)]
-    assert _execute(empty_database_url, "SELECT id FROM provider_model WHERE model_name = 'm3'") == [(3,)]
+    _execute(empty_database_url, f"DELETE FROM provider WHERE id = {second}")
+    assert _execute(empty_database_url, models) == [("m1", "a")]
+    _execute(empty_database_url, provider.format("c"), model.format("m3", "a"))
+    (third,) = _execute(empty_database_url, "SELECT id FROM provider WHERE name = 'c'")[0]
+    (m3,) = _execute(empty_database_url, "SELECT id FROM provider_model WHERE model_name = 'm3'")[0]
+    assert isinstance(third, int) and isinstance(second, int) and third > second
+    assert isinstance(m3, int) and isinstance(first_models, int) and m3 > first_models
 
     command.downgrade(cfg, "0009")  # and back, models kept again
-    assert _execute(empty_database_url, models) == [(1, 1, "m1"), (3, 1, "m3")]
+    assert _execute(empty_database_url, models) == [("m1", "a"), ("m3", "a")]
 
 
 def test_upgrade_says_what_it_did_in_one_line_per_step_that_applies(empty_database_url: str) -> None:
