@@ -530,8 +530,8 @@ def simple_request(port: int, stream: bool, chunks: int, mode: str = "", key: st
         return Request(messages_request(port, model=MODEL), messages_validator(chunks))
     if mode == "gemini":
         return Request(chat_request(port, stream=False, model=MODEL_GEMINI, key=key), json_validator)
-    if mode == "gemini-stream":  # the usage chunk comes with the finish: Gemini reports it unasked
-        return Request(chat_request(port, stream=True, model=MODEL_GEMINI, key=key), stream_validator(chunks, True))
+    if mode == "gemini-stream":  # the client asked for no usage chunk, so none though Gemini reports usage
+        return Request(chat_request(port, stream=True, model=MODEL_GEMINI, key=key), stream_validator(chunks, False))
     if mode == "responses-chat":
         return Request(responses_request(port, model=MODEL_CHAT_ONLY), responses_validator(chunks))
     if stream:

@@ -270,16 +270,16 @@ def _blocked(reply: Mapping[str, Any]) -> str:
 class ChatFromGeminiStream:
     """`streamGenerateContent?alt=sse` events in, chat completion chunks out; `[DONE]` once it ends."""
 
-    __slots__ = ("_splitter", "_id", "_model", "_created", "_started", "_calls", "_usage", "_finished")
+    __slots__ = ("_splitter", "_id", "_model", "_created", "_head", "_calls", "_metadata", "_finished")
 
     def __init__(self) -> None:
         self._splitter = SseSplitter()
         self._id = "gemini"
         self._model: Any = None
         self._created = int(time.time())
-        self._started = False
+        self._head = b""  # a chunk's bytes up to its delta, once the first event named id and model
         self._calls = 0
-        self._usage: dict[str, Any] | None = None
+        self._metadata: dict[str, Any] | None = None
         self._finished = False
 
     def feed(self, data: bytes) -> list[Piece]:
@@ -293,10 +293,19 @@ class ChatFromGeminiStream:
             pieces.append(Piece(None, _DONE, True))
         return pieces
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None, index: int = 0) -> Piece:
+    def _chunk(self, delta: dict[str, Any]) -> Piece:
+        # Every chunk of a stream shares id, created and model: their bytes are made once.
         obj = {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model,
-               "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
-        return Piece(obj, b"data: " + orjson.dumps(obj) + b"\n\n")
+               "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        return Piece(obj, self._head + orjson.dumps(delta) + b',"finish_reason":null}]}\n\n')
+
+    def _start(self, obj: dict[str, Any]) -> Piece:
+        self._id = str(obj.get("responseId") or self._id)
+        self._model = obj.get("modelVersion")
+        self._head = (b'data: {"id":' + orjson.dumps(self._id) + b',"object":"chat.completion.chunk","created":'
+                      + str(self._created).encode() + b',"model":' + orjson.dumps(self._model)
+                      + b',"choices":[{"index":0,"delta":')
+        return self._chunk({"role": "assistant", "content": ""})
 
     def _pieces(self, raw: bytes) -> list[Piece]:
         obj = parse_event(raw)
@@ -304,40 +313,44 @@ class ChatFromGeminiStream:
             return []
         if isinstance(obj.get("error"), dict):
             return [Piece(obj, raw)]  # a fault: the runner ends the exchange with it
-        self._id = str(obj.get("responseId") or self._id)
-        self._model = obj.get("modelVersion") or self._model
-        if isinstance(obj.get("usageMetadata"), dict):
-            self._usage = _usage(obj["usageMetadata"])  # each event repeats the running totals
-        pieces: list[Piece] = []
-        if not self._started:
-            self._started = True
-            pieces.append(self._chunk({"role": "assistant", "content": ""}))
-        candidates = [c for c in obj.get("candidates") or () if isinstance(c, dict)]
+        metadata = obj.get("usageMetadata")
+        if isinstance(metadata, dict):
+            self._metadata = metadata  # each event repeats the running totals: the last one counts
+        pieces = [] if self._head else [self._start(obj)]
+        candidates = obj.get("candidates")
         finish: str | None = None
-        if not candidates and _dict(obj.get("promptFeedback")).get("blockReason"):
-            pieces.append(self._chunk({"refusal": _blocked(obj)}))
-            finish = "content_filter"
-        for candidate in candidates[:1]:  # a stream carries one candidate (candidateCount 1)
+        if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
+            candidate = candidates[0]  # a stream carries one candidate (candidateCount 1)
             for part in _parts(candidate):
-                if "functionCall" in part:
+                text = part.get("text")
+                if isinstance(text, str):
+                    if text:
+                        pieces.append(self._chunk({"reasoning_content": text} if part.get("thought")
+                                                  else {"content": text}))
+                elif "functionCall" in part:
                     call = _call(part, self._calls)
                     pieces.append(self._chunk({"tool_calls": [{"index": self._calls, **call}]}))
                     self._calls += 1
-                elif isinstance(part.get("text"), str) and part["text"]:
-                    key = "reasoning_content" if part.get("thought") else "content"
-                    pieces.append(self._chunk({key: part["text"]}))
-            finish = _finish(candidate, self._calls > 0)
+            if "finishReason" in candidate:
+                finish = _finish(candidate, self._calls > 0)
+        elif _dict(obj.get("promptFeedback")).get("blockReason"):
+            pieces.append(self._chunk({"refusal": _blocked(obj)}))
+            finish = "content_filter"
         if finish is not None and not self._finished:
             self._finished = True
-            piece = self._chunk({}, finish)
-            if self._usage is not None:
-                usage = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
-                         "model": self._model, "choices": [], "usage": self._usage}
-                piece.raw += b"data: " + orjson.dumps(usage) + b"\n\n"  # one write: finish, then usage
-                assert piece.obj is not None
-                piece.obj = {**piece.obj, "usage": self._usage}
-            pieces.append(piece)
+            pieces.append(self._finish_piece(finish))
         return pieces
+
+    def _finish_piece(self, finish: str) -> Piece:
+        """The finish chunk, and the usage chunk with it in one write."""
+        obj: dict[str, Any] = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                               "model": self._model, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
+        raw = b"data: " + orjson.dumps(obj) + b"\n\n"
+        if self._metadata is not None:
+            usage = _usage(self._metadata)
+            raw += b"data: " + orjson.dumps({**obj, "choices": [], "usage": usage}) + b"\n\n"
+            obj["usage"] = usage
+        return Piece(obj, raw)
 
 
 # --- embeddings ----------------------------------------------------------------------------------------

@@ -12,13 +12,19 @@ MAX_EVENT_BYTES = 16 * 1024 * 1024
 DONE = object()  # the `data: [DONE]` sentinel
 
 
-def _boundary(buf: bytes | bytearray, start: int) -> tuple[int, int]:
-    """Index of the next blank-line separator at or after `start`, and its length."""
-    lf = buf.find(b"\n\n", start)
-    crlf = buf.find(b"\r\n\r\n", start)
-    if crlf != -1 and (lf == -1 or crlf < lf):
-        return crlf, 4
-    return lf, 2 if lf != -1 else 0
+def _boundary(buf: bytes | bytearray, start: int, crlf_first: bool) -> tuple[int, int]:
+    """Index of the next blank-line separator at or after `start`, and its length (0: none yet).
+
+    The separator the stream used last is looked for first and the other only before it:
+    looking for `\n\n` in a stream framed with `\r\n\r\n` (Gemini's) scanned every
+    event's whole remaining read, once per event.
+    """
+    first, other = (b"\r\n\r\n", b"\n\n") if crlf_first else (b"\n\n", b"\r\n\r\n")
+    idx = buf.find(first, start)
+    alt = buf.find(other, start, len(buf) if idx == -1 else idx + len(other) - 1)
+    if alt != -1:
+        return alt, len(other)
+    return (idx, len(first)) if idx != -1 else (-1, 0)
 
 
 def parse_event(raw: bytes) -> Any:
@@ -60,10 +66,11 @@ def _data_payload(raw: bytes) -> bytes | None:
 class SseSplitter:
     """Complete events (each with its trailing blank line) out of the reads of one body."""
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_buf", "_crlf")
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self._crlf = False  # whether the last separator was \r\n\r\n
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """The events `chunk` completes, in order."""
@@ -72,9 +79,10 @@ class SseSplitter:
         events: list[bytes] = []
         start = 0
         while True:
-            idx, sep = _boundary(buf, start)
+            idx, sep = _boundary(buf, start, self._crlf)
             if idx == -1:
                 break
+            self._crlf = sep == 4
             events.append(bytes(buf[start:idx + sep]))
             start = idx + sep
         if start:

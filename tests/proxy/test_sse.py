@@ -38,3 +38,13 @@ async def test_each_read_gives_the_events_it_completes() -> None:
     (event,) = splitter.feed(b'"a": 1}\n\ndata: {"b"')
     assert event_name(event) == "message_start" and parse_event(event) == {"a": 1}
     assert splitter.close() == [b'data: {"b"\n\n']
+
+
+async def test_either_separator_is_found_first_whichever_the_stream_used_last() -> None:
+    # One read, the two framings interleaved, and a CRLF separator that ends where "\n\n" would begin.
+    splitter = SseSplitter()
+    read = (b"data: 1\r\n\r\ndata: 2\r\n\r\ndata: 3\n\ndata: 4\r\n\r\ndata: 5\r\n\r\n\ndata: 6\n\n"
+            b"data: 7\r\n\r\ndata: 8")
+    assert splitter.feed(read) == [b"data: 1\r\n\r\n", b"data: 2\r\n\r\n", b"data: 3\n\n", b"data: 4\r\n\r\n",
+                                   b"data: 5\r\n\r\n", b"\ndata: 6\n\n", b"data: 7\r\n\r\n"]
+    assert splitter.close() == [b"data: 8\n\n"]
