@@ -18,6 +18,10 @@ from typing import Any
 import orjson
 
 from proxy_app.backs.base import UpstreamCall, UpstreamFault
+from proxy_app.backs.chat_reading import as_dict as _dict
+from proxy_app.backs.chat_reading import message_text as _text
+from proxy_app.backs.chat_reading import positive_int as _int
+from proxy_app.backs.chat_reading import user_parts
 from proxy_app.backs.sse import SseSplitter, parse_event
 from proxy_app.config import ProviderCfg
 from proxy_app.errors import upstream_error_body
@@ -39,14 +43,6 @@ def messages_url(base_url: str) -> str:
 # --- chat -> messages ------------------------------------------------------------------------
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
-
-
 def _image(url: str) -> dict[str, Any]:
     if url.startswith("data:") and ";base64," in url:
         media_type, data = url[5:].split(";base64,", 1)
@@ -55,20 +51,7 @@ def _image(url: str) -> dict[str, Any]:
 
 
 def _user_blocks(content: Any) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    blocks: list[dict[str, Any]] = []
-    for part in content if isinstance(content, list) else ():
-        if not isinstance(part, dict):
-            continue
-        if part.get("type") == "text":
-            blocks.append({"type": "text", "text": str(part.get("text") or "")})
-        elif part.get("type") == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if isinstance(url, str):
-                blocks.append(_image(url))
-    return blocks
+    return [{"type": "text", "text": value} if kind == "text" else _image(value) for kind, value in user_parts(content)]
 
 
 def _arguments(value: Any) -> Any:
@@ -359,11 +342,3 @@ class AnthropicAdapter:
     def error_body(self, status: int, raw: bytes, provider: ProviderCfg) -> bytes:
         """The upstream's error body (Anthropic's shape has the `error` object OpenAI clients read; keys masked)."""
         return upstream_error_body(status, raw, provider.name, provider.server_key)
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -24,6 +24,10 @@ from urllib.parse import quote
 import orjson
 
 from proxy_app.backs.base import UpstreamCall, UpstreamFault
+from proxy_app.backs.chat_reading import as_dict as _dict
+from proxy_app.backs.chat_reading import message_text as _text
+from proxy_app.backs.chat_reading import positive_int as _int
+from proxy_app.backs.chat_reading import user_parts
 from proxy_app.backs.sse import SseSplitter, parse_event
 from proxy_app.config import ProviderCfg
 from proxy_app.errors import ProxyError, upstream_error_body
@@ -55,14 +59,6 @@ def _model_path(model: str) -> str:
 # --- chat -> generateContent -----------------------------------------------------------------------
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text") or "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
-
-
 def _image(url: str) -> dict[str, Any]:
     if url.startswith("data:") and ";base64," in url:
         media_type, data = url[5:].split(";base64,", 1)
@@ -72,20 +68,8 @@ def _image(url: str) -> dict[str, Any]:
 
 
 def _user_parts(content: Any) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    parts: list[dict[str, Any]] = []
-    for part in content if isinstance(content, list) else ():
-        if not isinstance(part, dict):
-            continue
-        if part.get("type") == "text":
-            parts.append({"text": str(part.get("text") or "")})
-        elif part.get("type") == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if isinstance(url, str):
-                parts.append(_image(url))
-    return parts
+    return [({"text": value} if kind == "text" else _image(value)) for kind, value in user_parts(content)
+            if kind != "text" or value]
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -468,11 +452,3 @@ class GeminiAdapter:
         code = error.get("status") if isinstance(error.get("status"), str) else str(status)
         return orjson.dumps({"error": {"message": str(error.get("message") or ""), "type": "upstream_error",
                                        "param": None, "code": code}})
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
