@@ -4,6 +4,7 @@
     python run.py admin    # only the admin API (gunicorn)
     python run.py proxy    # only the proxy (aiohttp; PROXY_WORKERS processes on one port)
     python run.py recorder # only the usage recorder (USAGE_RECORDER=process)
+    python run.py reseal-secrets  # re-store provider secrets under SECRET_KEY (or in clear)
 
 Settings come from the environment (and `.env`), see `shared/settings.py`.
 Migrations are applied before anything listens. Each server prints
@@ -510,6 +511,33 @@ def supervise(names: Sequence[str], settings: Settings) -> int:
         time.sleep(POLL_INTERVAL_S)
 
 
+# --- secrets at rest ----------------------------------------------------------
+
+RESEAL_COMMAND = "reseal-secrets"
+
+
+def reseal_secrets() -> int:
+    """Migrate, then re-store every provider secret as SECRET_KEY says: sealed with it, or in clear."""
+    from shared.db import make_engine
+    from shared.secret_box import SecretUnavailable, reseal_provider_secrets
+
+    try:
+        settings = Settings.from_env()
+        migrate(settings)
+        engine = make_engine(settings.database_url, statement_timeout_s=0)
+        try:
+            with engine.begin() as connection:
+                changed = reseal_provider_secrets(connection, settings.secret_box())
+        finally:
+            engine.dispose()
+    except (SettingsError, SecretUnavailable) as exc:
+        print(f"run.py reseal-secrets: {exc}; nothing was changed", file=sys.stderr)
+        return 2
+    how = "encrypted with SECRET_KEY" if settings.secret_key else "in clear (SECRET_KEY is not set)"
+    print(f"{changed} provider(s) re-stored; every provider secret is now {how}")
+    return 0
+
+
 # --- entry point ------------------------------------------------------------
 
 
@@ -519,8 +547,10 @@ def main(argv: Sequence[str]) -> int:
     if mode in ("-h", "--help"):
         print(__doc__.strip())
         return 0
+    if mode == RESEAL_COMMAND and len(argv) == 1:
+        return reseal_secrets()
     if mode not in MODES or len(argv) > 1:
-        print(f"usage: python run.py [{'|'.join(MODES[1:])}]", file=sys.stderr)
+        print(f"usage: python run.py [{'|'.join((*MODES[1:], RESEAL_COMMAND))}]", file=sys.stderr)
         return 2
     supervisor_pid = int(os.environ.get(SUPERVISOR_ENV, "0") or 0)
     if supervisor_pid and mode != "all":
@@ -556,6 +586,9 @@ def main(argv: Sequence[str]) -> int:
     worker = os.environ.get(WORKER_ENV, "") if supervisor_pid else ""
     setup_logging(settings, "run" if supervising else f"{mode}-{worker}" if worker else mode)
     if not supervisor_pid:
+        from shared.file_modes import private_dir
+
+        private_dir(settings.data_dir)  # the database, the usage journal, the metrics: ours alone
         if mode in ("all", "admin"):
             warn_if_unauthenticated(settings)
         if mode in ("all", "proxy"):

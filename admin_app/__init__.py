@@ -15,6 +15,7 @@ from flask import Flask
 
 from admin_app.extensions import db, migrate
 from shared.db import configure_engine, engine_options
+from shared.file_modes import prepare_sqlite_file
 from shared.settings import Settings
 
 __all__ = ["create_app", "db", "migrate"]
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None, warn_unauthenticated: bool = Tr
     if settings is None:
         settings = Settings.from_env()
 
+    prepare_sqlite_file(settings.database_url)
     app = Flask(__name__)
     app.config.update(
         SQLALCHEMY_DATABASE_URI=settings.database_url,
@@ -37,6 +39,7 @@ def create_app(settings: Settings | None = None, warn_unauthenticated: bool = Tr
         },
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         NEXUSAI_SETTINGS=settings,
+        NEXUSAI_SECRET_BOX=settings.secret_box(),
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
 

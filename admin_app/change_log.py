@@ -14,12 +14,14 @@ from flask import request
 
 from admin_app.auth import current_actor
 from admin_app.extensions import db
-from admin_app.schemas.fields import mask_url_password
 from shared.db import bump_config_version
 from shared.models import AuditLog
+from shared.secrets import mask_url_password
 
 REDACTED = "[redacted]"
 SECRET_FIELDS = frozenset({"server_key", "personalized_key", "key", "key_hash"})
+# Derived from secrets by the caller and safe to show, but the audit row names the secret itself.
+DERIVED_FIELDS = frozenset({"server_key_hint", "http_proxy_display"})
 
 
 def audit_value(field: str, value: Any) -> Any:
@@ -37,7 +39,7 @@ def audit_value(field: str, value: Any) -> Any:
 
 def describe(changes: dict[str, Any]) -> dict[str, Any]:
     """Render a whole change set with `audit_value`."""
-    return {field: audit_value(field, value) for field, value in changes.items()}
+    return {field: audit_value(field, value) for field, value in changes.items() if field not in DERIVED_FIELDS}
 
 
 def record_change(action: str, resource: str, resource_id: int | None, changes: dict[str, Any]) -> None:

@@ -11,21 +11,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify
+from flask import Response, current_app, jsonify
 from sqlalchemy import func, select
 
 from admin_app.api import bp
 from admin_app.change_log import apply_changes, record_change
 from admin_app.errors import Conflict
 from admin_app.extensions import db
-from admin_app.inputs import load_body, load_query
+from admin_app.inputs import load_mapping, load_query, raw_json_object
 from admin_app.keys import check_key_free, issue_key, key_summary
 from admin_app.lookups import get_or_404
 from admin_app.schemas.common import PaginationQuerySchema
-from admin_app.schemas.fields import mask_url_password
 from admin_app.schemas.providers import ProviderInSchema, ProviderOutSchema
 from shared.models import ApiKey, Provider, ProviderModel
-from shared.secrets import hash_key
+from shared.secret_box import SecretBox
+from shared.secrets import hash_key, key_hint, mask_url_password
 
 RESOURCE = "provider"
 KEY_NAME_SUFFIX = " key"
@@ -41,6 +41,19 @@ def _check_name_free(name: str, provider_id: int | None = None) -> None:
         query = query.where(Provider.id != provider_id)
     if db.session.scalar(query) is not None:
         raise Conflict(f"A provider named {name!r} already exists", code="duplicate_provider_name")
+
+
+def _sealed(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with its secrets sealed (SECRET_KEY) and what the admin shows of them beside."""
+    box: SecretBox = current_app.config["NEXUSAI_SECRET_BOX"]
+    out = dict(data)
+    if "server_key" in data:
+        out["server_key_hint"] = key_hint(data["server_key"] or "")
+        out["server_key"] = box.seal(data["server_key"])
+    if "http_proxy" in data:
+        out["http_proxy_display"] = mask_url_password(data["http_proxy"])
+        out["http_proxy"] = box.seal(data["http_proxy"])
+    return out
 
 
 def _personalized_key(provider: Provider, key: str) -> dict[str, Any]:
@@ -74,18 +87,24 @@ def list_providers() -> Response:
 @bp.post("/providers")
 def create_provider() -> tuple[Response, int]:
     """Create a provider; a `personalized_key` becomes a client key scoped to it."""
-    data = load_body(provider_in)
+    provider, key = create_provider_from(raw_json_object() or {})
+    return jsonify(_written(provider, key)), 201
+
+
+def create_provider_from(body: dict[str, Any]) -> tuple[Provider, dict[str, Any] | None]:
+    """Validate `body`, create the provider (and its personalized key) and commit; both rows."""
+    data = load_mapping(provider_in, body)
     personalized = data.pop("personalized_key", None)
     _check_name_free(data["name"])
     if personalized is not None:
         check_key_free(personalized)
-    provider = Provider(**data)
+    provider = Provider(**_sealed(data))
     db.session.add(provider)
     db.session.flush()
     record_change("create", RESOURCE, provider.id, data)
     key = _personalized_key(provider, personalized) if personalized is not None else None
     db.session.commit()
-    return jsonify(_written(provider, key)), 201
+    return provider, key
 
 
 @bp.get("/providers/<int:provider_id>")
@@ -97,25 +116,43 @@ def get_provider(provider_id: int) -> Response:
 @bp.route("/providers/<int:provider_id>", methods=["PUT", "PATCH"])
 def update_provider(provider_id: int) -> Response:
     """Change the given fields of a provider (a `personalized_key` adds a scoped client key)."""
+    get_or_404(Provider, provider_id, "Provider")  # a missing id is a 404 before a bad body is a 400
+    provider, key = update_provider_from(provider_id, raw_json_object() or {})
+    return jsonify(_written(provider, key))
+
+
+def update_provider_from(provider_id: int, body: dict[str, Any]) -> tuple[Provider, dict[str, Any] | None]:
+    """Validate `body` as a partial provider, apply it and commit."""
     provider = get_or_404(Provider, provider_id, "Provider")
-    data = load_body(provider_in, partial=True)
+    data = load_mapping(provider_in, body, partial=True)
     personalized = data.pop("personalized_key", None)
     if "name" in data:
         _check_name_free(data["name"], provider_id)
-    if data.get("http_proxy") and provider.http_proxy and data["http_proxy"] == mask_url_password(provider.http_proxy):
+    if data.get("http_proxy") and data["http_proxy"] == provider.http_proxy_display:
         # A client sending back the masked URL it was shown means "unchanged", not password "***".
         del data["http_proxy"]
+    secrets = {field: data.pop(field) for field in ("server_key", "http_proxy") if field in data}
     changed = apply_changes(provider, data)
+    if secrets:
+        # Sealed values differ on every write: what was sent counts as changed.
+        for field, value in _sealed(secrets).items():
+            setattr(provider, field, value)
+        changed.update(secrets)
     if changed:
         record_change("update", RESOURCE, provider.id, changed)
     key = _personalized_key(provider, personalized) if personalized is not None else None
     db.session.commit()
-    return jsonify(_written(provider, key))
+    return provider, key
 
 
 @bp.delete("/providers/<int:provider_id>")
 def delete_provider(provider_id: int) -> Response:
     """Delete a provider, its models, and its id from every key's scope (see module docstring)."""
+    return jsonify(delete_provider_row(provider_id))
+
+
+def delete_provider_row(provider_id: int) -> dict[str, Any]:
+    """Delete the provider as the module docstring says and commit; what went with it."""
     provider = get_or_404(Provider, provider_id, "Provider")
     models_deleted = db.session.scalar(
         select(func.count(ProviderModel.id)).where(ProviderModel.provider_id == provider_id)
@@ -134,15 +171,13 @@ def delete_provider(provider_id: int) -> Response:
         },
     )
     db.session.commit()
-    return jsonify(
-        {
-            "id": provider_id,
-            "deleted": True,
-            "models_deleted": models_deleted,
-            "keys_descoped": descoped,
-            "keys_disabled": disabled,
-        }
-    )
+    return {
+        "id": provider_id,
+        "deleted": True,
+        "models_deleted": models_deleted,
+        "keys_descoped": descoped,
+        "keys_disabled": disabled,
+    }
 
 
 def _remove_from_key_scopes(provider_id: int) -> tuple[list[int], list[int]]:

@@ -21,6 +21,7 @@ from shared.db import read_config_version
 from shared.models import ApiKey, Provider, ProviderModel
 from shared.periods import consumption, period_bounds
 from shared.provider_kinds import DEFAULT_CONNECT_TIMEOUT_S, PROVIDER_KINDS, provider_apis
+from shared.secret_box import SecretBox, SecretUnavailable
 
 log = logging.getLogger("nexusai.proxy.config")
 
@@ -98,8 +99,9 @@ class Snapshot:
     consumption: dict[int, tuple[str, float, int, Decimal]] = field(default_factory=dict)
 
 
-def load_snapshot(engine: Engine) -> Snapshot:
-    """Read the whole routing configuration (blocking: call from a thread)."""
+def load_snapshot(engine: Engine, secret_box: SecretBox | None = None) -> Snapshot:
+    """Read the whole routing configuration, secrets opened (blocking: call from a thread)."""
+    box = secret_box or SecretBox(None)
     with Session(engine) as session:
         version = read_config_version(session)
         providers = session.scalars(select(Provider).where(Provider.enabled.is_(True))).all()
@@ -112,12 +114,17 @@ def load_snapshot(engine: Engine) -> Snapshot:
                 # Written by a newer version, or by hand: serving it with the wrong wire format would be worse.
                 log.warning("provider %s has unknown kind %r: not served", p.name, p.kind)
                 continue
+            try:
+                server_key, http_proxy = box.open(p.server_key) or "", box.open(p.http_proxy) or None
+            except SecretUnavailable as exc:
+                log.error("provider %s is not served: its secrets cannot be decrypted: %s", p.name, exc)
+                continue
             by_id[p.id] = ProviderCfg(
                 id=p.id,
                 name=p.name,
                 base_url=p.server_url.rstrip("/"),
-                server_key=p.server_key,
-                http_proxy=p.http_proxy or None,
+                server_key=server_key,
+                http_proxy=http_proxy,
                 timeout_s=float(p.timeout_s or 60.0),
                 priority=p.priority or 0,
                 weight=max(1, p.weight or 1),
@@ -195,8 +202,10 @@ class ConfigStore:
     def __init__(
         self, engine: Engine, poll_interval_s: float,
         on_load: Callable[[Snapshot], None] | None = None,
+        secret_box: SecretBox | None = None,
     ) -> None:
         self.engine = engine
+        self.secret_box = secret_box or SecretBox(None)
         self.poll_interval_s = poll_interval_s
         self.snapshot = Snapshot()
         self.on_load = on_load
@@ -208,7 +217,7 @@ class ConfigStore:
     async def load(self) -> None:
         """Load the snapshot now, off the loop."""
         loop = asyncio.get_running_loop()
-        self.snapshot = await loop.run_in_executor(None, load_snapshot, self.engine)
+        self.snapshot = await loop.run_in_executor(None, load_snapshot, self.engine, self.secret_box)
         self.confirmed_at, self.last_error = time.monotonic(), None
         if self.on_load is not None:
             self.on_load(self.snapshot)

@@ -87,7 +87,10 @@ async def services_ctx(app: web.Application) -> AsyncIterator[None]:
     else:
         limiter = MemoryLimiter()
     # Quota consumption so far this period comes with each snapshot, so a restart does not reset it.
-    config = ConfigStore(engine, settings.config_poll_interval_s, on_load=lambda snap: limiter.seed(snap.consumption))
+    config = ConfigStore(
+        engine, settings.config_poll_interval_s, on_load=lambda snap: limiter.seed(snap.consumption),
+        secret_box=settings.secret_box(),
+    )
     await config.start()
     if shared is not None:
         # Back from an outage, periods Redis lost are seeded from the records as they are now.

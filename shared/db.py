@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine, event, select, update
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session
 
+from shared.file_modes import prepare_sqlite_file
 from shared.models import ConfigVersion, utcnow
 
 log = logging.getLogger("nexusai.db")
@@ -169,7 +170,8 @@ def make_engine(
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     statement_timeout_s: float = DEFAULT_STATEMENT_TIMEOUT_S,
 ) -> Engine:
-    """Create an engine with the project's connection settings."""
+    """Create an engine with the project's connection settings (a new SQLite file is private)."""
+    prepare_sqlite_file(database_url)
     engine = create_engine(database_url, **engine_options(database_url, connect_timeout_s, statement_timeout_s))
     configure_engine(engine, statement_timeout_s)
     return engine

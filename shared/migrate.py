@@ -10,6 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 
 from shared.db import make_engine
+from shared.file_modes import prepare_sqlite_file
 from shared.settings import PROJECT_ROOT
 
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
@@ -29,8 +30,7 @@ def upgrade_database(database_url: str) -> list[str]:
     A new database is one line; an upgrade is one line per revision that changes this
     dialect (a migration with a module-level `DIALECTS` tuple is silent elsewhere).
     """
-    if database_url.startswith("sqlite:///"):
-        Path(database_url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    prepare_sqlite_file(database_url, create_dir=True)
     cfg = alembic_config(database_url)
     scripts = ScriptDirectory.from_config(cfg)
     head = scripts.get_current_head()

@@ -61,10 +61,14 @@ class Provider(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     server_url: Mapped[str] = mapped_column(String(500))
-    server_key: Mapped[str] = mapped_column(String(500), default="")
+    # server_key and http_proxy: sealed with SECRET_KEY when set (shared/secret_box); what the
+    # admin shows instead is kept beside them, so the admin never decrypts.
+    server_key: Mapped[str] = mapped_column(Text, default="")
+    server_key_hint: Mapped[str] = mapped_column(String(20), default="", server_default="")
     description: Mapped[str] = mapped_column(Text, default="")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    http_proxy: Mapped[str | None] = mapped_column(String(500), default=None)
+    http_proxy: Mapped[str | None] = mapped_column(Text, default=None)
+    http_proxy_display: Mapped[str | None] = mapped_column(String(500), default=None)  # password masked
     timeout_s: Mapped[float] = mapped_column(Float, default=60.0)
     # The wire format (which adapter the proxy uses), the client APIs served natively (NULL: the
     # kind's defaults, see shared/provider_kinds) and the connect timeout, apart from timeout_s.

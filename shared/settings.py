@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from shared.secret_box import SecretBox
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -164,6 +167,12 @@ class Settings:
     redis_timeout_s: float = 0.25
     # A process's concurrency slots and reservations outlive it by at most this long.
     redis_lease_s: float = 30.0
+    # Provider server keys and proxy URLs are encrypted at rest with this; None: stored in clear.
+    secret_key: str | None = field(default=None, repr=False)
+    # Earlier SECRET_KEYs: still opened, never used to seal (until `run.py reseal-secrets`).
+    secret_key_fallbacks: tuple[str, ...] = field(default=(), repr=False)
+    # A console session ends after this long without a page view (signed cookie, sliding).
+    console_session_s: float = 8 * 3600.0
 
     @classmethod
     def from_env(
@@ -236,11 +245,22 @@ class Settings:
             redis_key_prefix=get("REDIS_KEY_PREFIX", "nexusai:"),
             redis_timeout_s=_float("REDIS_TIMEOUT_S", get("REDIS_TIMEOUT_S", "0.25")),
             redis_lease_s=_float("REDIS_LEASE_S", get("REDIS_LEASE_S", "30")),
+            console_session_s=_float("CONSOLE_SESSION_S", get("CONSOLE_SESSION_S", str(8 * 3600))),
+            secret_key=(env.get("SECRET_KEY") or "").strip() or None,
+            secret_key_fallbacks=tuple(
+                k.strip() for k in (env.get("SECRET_KEY_FALLBACKS") or "").split(",") if k.strip()
+            ),
         )
 
     def with_overrides(self, **changes: Any) -> Settings:
         """Return a copy with some fields replaced (tests use this)."""
         return replace(self, **changes)
+
+    def secret_box(self) -> SecretBox:
+        """The sealer/opener of provider secrets for this configuration."""
+        from shared.secret_box import SecretBox  # cryptography only where secrets are handled
+
+        return SecretBox(self.secret_key, self.secret_key_fallbacks)
 
     @property
     def journal_dir(self) -> Path:

@@ -42,6 +42,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from shared.background import BackgroundThread
+from shared.file_modes import open_private, private_dir
 from shared.models import ApiKey, UsageRecord
 
 log = logging.getLogger("nexusai.usage")
@@ -95,17 +96,6 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
-def _private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-
-
-def _open_private(path: Path, flags: int) -> int:
-    fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
-    os.fchmod(fd, 0o600)
-    return fd
-
-
 def _segments(slot: Path) -> list[int]:
     numbers = []
     for entry in slot.glob("*" + SEGMENT_SUFFIX):
@@ -134,7 +124,7 @@ def _read_checkpoint(slot: Path) -> Position:
 
 def _write_checkpoint(slot: Path, position: Position) -> None:
     tmp = slot / "checkpoint.tmp"
-    fd = _open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         os.write(fd, f"{position[0]} {position[1]}\n".encode())
     finally:
@@ -144,8 +134,8 @@ def _write_checkpoint(slot: Path, position: Position) -> None:
 
 def _try_lock(slot: Path) -> int | None:
     """An fd holding the slot's lock, or None when another live process holds it."""
-    _private_dir(slot)
-    fd = _open_private(slot / "lock", os.O_RDWR | os.O_CREAT)
+    private_dir(slot)
+    fd = open_private(slot / "lock", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -297,7 +287,7 @@ class UsageRecorder:
 
     def open(self) -> None:
         """Claim a free slot of the journal and start a new segment in it."""
-        _private_dir(self.root)
+        private_dir(self.root)
         for index in range(1024):
             slot = self.root / f"slot-{index}"
             fd = _try_lock(slot)
@@ -309,7 +299,7 @@ class UsageRecorder:
         checkpoint = _read_checkpoint(self.slot)
         existing = _segments(self.slot)
         self._segment = max([checkpoint[0], *existing]) + 1
-        self._fd = _open_private(_segment_path(self.slot, self._segment), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        self._fd = open_private(_segment_path(self.slot, self._segment), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         self._appended = (self._segment, 0)
         self._cursor = _Cursor(self.slot, lambda: self._segment)
         self._recorded = self._cursor.position
@@ -393,7 +383,7 @@ class UsageRecorder:
 
     def _rotate(self) -> None:
         assert self.slot is not None
-        fd = _open_private(_segment_path(self.slot, self._segment + 1), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        fd = open_private(_segment_path(self.slot, self._segment + 1), os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         old, self._fd = self._fd, fd
         self._segment += 1
         self._segment_size = 0
@@ -520,8 +510,8 @@ class JournalRecorder:
 
     def claim(self) -> None:
         """Become the journal's one recorder (JournalError when another one runs)."""
-        _private_dir(self.root)
-        fd = _open_private(self.root / "recorder.lock", os.O_RDWR | os.O_CREAT)
+        private_dir(self.root)
+        fd = open_private(self.root / "recorder.lock", os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -669,7 +659,7 @@ class _Inserter:
 
     def refuse_lines(self, lines: list[bytes], reason: str) -> None:
         # A dead letter for an operator: rows the database will never take stop blocking the journal.
-        fd = _open_private(self._root / "refused.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        fd = open_private(self._root / "refused.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             for line in lines:
                 os.write(fd, line + b"\n")

@@ -10,7 +10,6 @@ import re
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
 
 from marshmallow import ValidationError, fields, validate
 
@@ -256,15 +255,3 @@ class HttpUrl(Documented, fields.String):
     def json_schema(self, prop: dict[str, Any]) -> None:
         """Length and the URL grammar above."""
         prop.update(maxLength=_URL_MAX, pattern=self.pattern)
-
-
-def mask_url_password(url: str | None) -> str | None:
-    """Replace the password in `url` (e.g. a proxy URL) with `***` for display."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()

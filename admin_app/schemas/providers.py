@@ -14,12 +14,10 @@ from admin_app.schemas.fields import (
     StrictFloat,
     StrictInteger,
     Text,
-    mask_url_password,
 )
 from admin_app.schemas.keys import ClientKey, KeySummarySchema
 from shared.models import Provider
 from shared.provider_kinds import CLIENT_APIS, PROVIDER_KINDS, provider_apis
-from shared.secrets import key_hint
 
 UPSTREAM_SCHEMES = frozenset({"http", "https"})
 PROXY_SCHEMES = frozenset({"http", "https", "socks4", "socks4a", "socks5", "socks5h"})
@@ -92,11 +90,11 @@ class ProviderOutSchema(Schema):
     id = fields.Integer()
     name = fields.String()
     server_url = fields.String()
-    server_key_hint = fields.Method("_server_key_hint", metadata={"type": "string"})
+    server_key_hint = fields.String()
     description = fields.String()
     enabled = fields.Boolean()
-    http_proxy = fields.Method(
-        "_http_proxy", metadata={"type": "string", "nullable": True, "description": "Password masked."}
+    http_proxy = fields.String(
+        attribute="http_proxy_display", allow_none=True, metadata={"description": "Password masked."}
     )
     kind = fields.String()
     apis = fields.Method(
@@ -115,11 +113,6 @@ class ProviderOutSchema(Schema):
         served = provider_apis(provider.kind, provider.apis)
         return [api for api in CLIENT_APIS if api in served]
 
-    def _server_key_hint(self, provider: Provider) -> str:
-        return key_hint(provider.server_key)
-
-    def _http_proxy(self, provider: Provider) -> str | None:
-        return mask_url_password(provider.http_proxy)
 
 
 class ProviderWrittenSchema(ProviderOutSchema):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import re
 import threading
 from datetime import datetime, timezone
@@ -17,6 +18,7 @@ from typing import Any
 import orjson
 
 from shared.background import BackgroundThread
+from shared.file_modes import open_private, private_dir
 
 log = logging.getLogger("nexusai.archive")
 
@@ -39,6 +41,7 @@ class ArchiveWriter:
         self._thread = BackgroundThread("archive-writer", self._run)
         self._pending = 0
         self._cond = threading.Condition()
+        self._made_dirs: set[Path] = set()
 
     def start(self) -> None:
         """Start the writer thread."""
@@ -81,7 +84,15 @@ class ArchiveWriter:
         if not isinstance(when, datetime):
             when = datetime.now(timezone.utc)
         path = archive_path(self._root, str(entry.get("conversation_id") or "unknown"), when)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in self._made_dirs:
+            private_dir(self._root)
+            private_dir(path.parent)
+            self._made_dirs.add(path.parent)
         line = orjson.dumps(entry, default=str, option=orjson.OPT_UTC_Z) + b"\n"
-        with path.open("ab") as fh:
-            fh.write(line)
+        fd = open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import PG_ADMIN_URL, throwaway_postgres_database
 from tests.support.nexus_process import DEFAULT_ADMIN_TOKEN, NexusProcess
 
 NexusFactory = Callable[..., NexusProcess]
@@ -41,6 +42,16 @@ def nexus_factory(tmp_path: Path, database_url: str) -> Iterator[NexusFactory]:
     yield make
     for proc in made:
         proc.close()
+
+
+@pytest.fixture
+def fresh_database_url(tmp_path: Path) -> Iterator[str]:
+    """A database nothing has touched (SQLite under tmp_path/first, or a new PostgreSQL one)."""
+    if not PG_ADMIN_URL:
+        yield f"sqlite:///{tmp_path / 'first' / 'nexusai.db'}"
+        return
+    with throwaway_postgres_database("nx_first_") as url:
+        yield url
 
 
 @pytest.fixture

@@ -5,30 +5,18 @@ from __future__ import annotations
 import re
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
 
 from shared.migrate import alembic_config
-from tests.conftest import PG_ADMIN_URL, throwaway_postgres_database
 from tests.support.nexus_process import NexusProcess
 
 pytestmark = pytest.mark.db
 
 SCREEN_LINES = 24
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) \[([\w.]+)\] (.*)$")
-
-
-@pytest.fixture
-def fresh_database_url(tmp_path: Path) -> Iterator[str]:
-    """A database nothing has touched: the first start creates the schema."""
-    if not PG_ADMIN_URL:
-        yield f"sqlite:///{tmp_path / 'first' / 'nexusai.db'}"
-        return
-    with throwaway_postgres_database("nx_first_") as url:
-        yield url
 
 
 def _wait_for(nx: NexusProcess, text: str, timeout: float = 15.0) -> None:

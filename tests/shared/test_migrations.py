@@ -18,6 +18,7 @@ from sqlalchemy import inspect
 from shared.db import make_engine
 from shared.migrate import alembic_config, upgrade_database
 from shared.models import Base
+from shared.secret_box import SecretBox
 from tests.conftest import PG_ADMIN_URL, throwaway_postgres_database
 
 pytestmark = pytest.mark.db
@@ -151,3 +152,38 @@ def test_upgrade_says_what_it_did_in_one_line_per_step_that_applies(empty_databa
         expected = [s for s in expected if s not in sqlite_only]
     assert steps == expected
     assert "  0005: provider kind, apis and connect timeout; usage api, cached and reasoning tokens" in lines
+
+
+def test_0012_seals_existing_secrets_with_secret_key_and_downgrade_opens_them(
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = alembic_config(empty_database_url)
+    if empty_database_url.startswith("sqlite:///"):
+        Path(empty_database_url[len("sqlite:///"):]).parent.mkdir(parents=True)
+    command.upgrade(cfg, "0011")
+    _execute(
+        empty_database_url,
+        "INSERT INTO provider (name, server_url, server_key, description, enabled, http_proxy, timeout_s, kind,"
+        " connect_timeout_s, priority, weight, created_at, updated_at) VALUES ('a', 'https://p.test',"
+        " 'sk-clear-secret-0123456789', '', true, 'http://u:proxy-pw-77@proxy.test:3128', 60, 'openai', 5, 0, 1,"
+        " '2026-12-01', '2026-12-01')",
+    )
+    monkeypatch.setenv("SECRET_KEY", "migration-secret")
+
+    upgrade_database(empty_database_url)
+
+    ((key, hint, proxy, display),) = _execute(
+        empty_database_url, "SELECT server_key, server_key_hint, http_proxy, http_proxy_display FROM provider"
+    )
+    assert key.startswith("enc:v1:") and "sk-clear" not in key
+    assert proxy.startswith("enc:v1:") and "proxy-pw-77" not in proxy
+    assert hint == "…6789" and display == "http://u:***@proxy.test:3128"
+    box = SecretBox("migration-secret")
+    assert box.open(key) == "sk-clear-secret-0123456789"
+    assert box.open(proxy) == "http://u:proxy-pw-77@proxy.test:3128"
+    assert _pending_diff(empty_database_url) == []
+
+    command.downgrade(cfg, "0011")
+    assert _execute(empty_database_url, "SELECT server_key, http_proxy FROM provider") == [
+        ("sk-clear-secret-0123456789", "http://u:proxy-pw-77@proxy.test:3128")
+    ]
