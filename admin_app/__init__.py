@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None, warn_unauthenticated: bool = Tr
         access_log,
         audit,
         auth,
+        console,
         errors,
         health,
         key_quota,
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, warn_unauthenticated: bool = Tr
     auth.init_app(app, settings)
     errors.init_app(app)
     app.register_blueprint(bp)
+    console.init_app(app, settings)
 
     if not settings.admin_token and warn_unauthenticated:
         logger.warning(

@@ -10,6 +10,8 @@ from admin_app.errors import Unauthorized
 from shared.settings import Settings
 
 OPEN_PATHS = frozenset({"/health"})
+# The console's pages sign in with a session of their own (admin_app/console/session.py).
+CONSOLE_ROOT, CONSOLE_PREFIX = "/", "/console/"
 ACTOR_TOKEN = "admin-token"
 ACTOR_ANONYMOUS = "anonymous"
 
@@ -30,6 +32,8 @@ def init_app(app: Flask, settings: Settings) -> None:
     def _check_admin_token() -> None:
         g.actor = ACTOR_ANONYMOUS
         if expected is None or request.path in OPEN_PATHS:
+            return
+        if request.path == CONSOLE_ROOT or request.path.startswith(CONSOLE_PREFIX):
             return
         presented = _presented_token()
         challenge = {"WWW-Authenticate": 'Bearer realm="nexusai-admin"'}

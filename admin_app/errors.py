@@ -14,9 +14,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -83,12 +83,33 @@ class Conflict(ApiError):
     code = "conflict"
 
 
+class Forbidden(ApiError):
+    """403: the request is understood and refused (a console form without its CSRF token)."""
+
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+
+
 class Unauthorized(ApiError):
     """401: missing or wrong admin token."""
 
     status = 401
     type = "authentication_error"
     code = "invalid_admin_token"
+
+
+HTML_ERRORS = "nexusai.html_errors"
+
+
+class HtmlErrors(Protocol):
+    """How a part of the app that serves HTML (the console) shows an error instead of JSON."""
+
+    def wants_html(self) -> bool:
+        """Whether the current request is for one of its pages."""
+
+    def render(self, status: int, message: str, details: dict[str, Any]) -> Response:
+        """The error page."""
 
 
 def error_response(
@@ -99,9 +120,13 @@ def error_response(
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    """Build a JSON error response in the admin error shape."""
-    body = {"error": {"message": message, "type": type_, "code": code, "details": details or {}}}
-    response = jsonify(body)
+    """Build an error response: the admin error shape in JSON, or the console's page for its paths."""
+    html: HtmlErrors | None = current_app.extensions.get(HTML_ERRORS)
+    if html is not None and html.wants_html():
+        response = html.render(status, message, details or {})
+    else:
+        body = {"error": {"message": message, "type": type_, "code": code, "details": details or {}}}
+        response = jsonify(body)
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
@@ -126,6 +151,8 @@ def _http_error(exc: HTTPException) -> Response | HTTPException:
     message = exc.description or exc.name
     if exc.code == 404:
         message = f"No such endpoint: {request.method} {request.path}"
+        if request.path == "/" or request.path.startswith("/console/"):
+            message = f"There is no page at {request.path}"
     elif exc.code == 405:
         message = f"Method {request.method} is not allowed on {request.path}"
     return error_response(exc.code, message, type_, code, None, headers)

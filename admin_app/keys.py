@@ -15,7 +15,7 @@ from admin_app.api import bp
 from admin_app.change_log import apply_changes, record_change
 from admin_app.errors import Conflict
 from admin_app.extensions import db
-from admin_app.inputs import load_body, load_mapping, load_query, raw_json_object
+from admin_app.inputs import load_mapping, load_query, raw_json_object
 from admin_app.key_quota import key_with_consumption
 from admin_app.lookups import get_or_404
 from admin_app.schemas.common import PaginationQuerySchema
@@ -98,10 +98,15 @@ def list_keys() -> Response:
 @bp.post("/keys")
 def create_key() -> tuple[Response, int]:
     """Create a client key (generated unless `key` is given)."""
-    data = load_body(key_in)
-    row, generated = issue_key(data)
-    db.session.commit()
+    row, generated = create_key_from(raw_json_object() or {})
     return jsonify(_issued(row, generated)), 201
+
+
+def create_key_from(body: dict[str, Any]) -> tuple[ApiKey, str | None]:
+    """Validate `body`, create the key and commit; the row and the value if we generated it."""
+    row, generated = issue_key(load_mapping(key_in, body))
+    db.session.commit()
+    return row, generated
 
 
 @bp.get("/keys/<int:key_id>")
@@ -113,8 +118,14 @@ def get_key(key_id: int) -> Response:
 @bp.route("/keys/<int:key_id>", methods=["PUT", "PATCH"])
 def update_key(key_id: int) -> Response:
     """Change the given fields of a client key."""
+    get_or_404(ApiKey, key_id, "Key")  # a missing id is a 404 before a bad body is a 400
+    return jsonify(key_out.dump(update_key_from(key_id, raw_json_object() or {})))
+
+
+def update_key_from(key_id: int, body: dict[str, Any]) -> ApiKey:
+    """Validate `body` as a partial key, apply it and commit."""
     row = get_or_404(ApiKey, key_id, "Key")
-    data = load_body(key_update, partial=True)
+    data = load_mapping(key_update, body, partial=True)
     for field in ("provider_ids", "models"):
         if field in data:
             data[field] = _dedupe(data[field])
@@ -123,28 +134,39 @@ def update_key(key_id: int) -> Response:
     if changed:
         record_change("update", RESOURCE, row.id, changed)
     db.session.commit()
-    return jsonify(key_out.dump(row))
+    return row
 
 
 @bp.delete("/keys/<int:key_id>")
 def delete_key(key_id: int) -> Response:
     """Delete a client key; the proxy stops accepting it on its next reload."""
+    delete_key_row(key_id)
+    return jsonify({"id": key_id, "deleted": True})
+
+
+def delete_key_row(key_id: int) -> None:
+    """Delete a client key and commit."""
     row = get_or_404(ApiKey, key_id, "Key")
     db.session.delete(row)
     record_change("delete", RESOURCE, key_id, {"name": row.name, "key_hint": row.key_hint})
     db.session.commit()
-    return jsonify({"id": key_id, "deleted": True})
 
 
 @bp.post("/keys/<int:key_id>/rotate")
 def rotate_key(key_id: int) -> Response:
     """Replace a key's value (generated unless `key` is given); the old value stops working."""
+    get_or_404(ApiKey, key_id, "Key")  # a missing id is a 404 before a bad body is a 400
+    row, generated = rotate_key_from(key_id, raw_json_object(allow_empty=True) or {})
+    return jsonify(_issued(row, generated))
+
+
+def rotate_key_from(key_id: int, body: dict[str, Any]) -> tuple[ApiKey, str | None]:
+    """Give the key a new value (`body.key` or generated) and commit; the row and a generated value."""
     row = get_or_404(ApiKey, key_id, "Key")
-    body = raw_json_object(allow_empty=True)
-    supplied = load_mapping(key_rotate, body or {}).get("key")
+    supplied = load_mapping(key_rotate, body).get("key")
     value = supplied or generate_client_key()
     row.key_hash = check_key_free(value)
     row.key_hint = key_hint(value)
     record_change("rotate", RESOURCE, row.id, {"key": value, "key_hint": row.key_hint})
     db.session.commit()
-    return jsonify(_issued(row, None if supplied else value))
+    return row, None if supplied else value

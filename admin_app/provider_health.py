@@ -77,9 +77,14 @@ def merged_health(provider: Provider, rows: list[ProviderHealth]) -> dict[str, A
 def provider_health(provider_id: int) -> Response:
     """A provider's circuit states, error rate, latency p50/p95 and last error, from every live proxy."""
     provider = get_or_404(Provider, provider_id, "Provider")
+    return jsonify(health_out.dump(merged_health(provider, fresh_rows(provider_id))))
+
+
+def fresh_rows(provider_id: int | None = None) -> list[ProviderHealth]:
+    """The health rows live proxies wrote lately (one provider's, or every provider's)."""
     settings: Settings = current_app.config["NEXUSAI_SETTINGS"]
     fresh_after = datetime.now(timezone.utc) - timedelta(seconds=FRESH_INTERVALS * settings.health_write_interval_s)
-    query = select(ProviderHealth).where(ProviderHealth.provider_id == provider_id,
-                                         ProviderHealth.updated_at >= fresh_after)
-    rows = list(db.session.scalars(query))
-    return jsonify(health_out.dump(merged_health(provider, rows)))
+    query = select(ProviderHealth).where(ProviderHealth.updated_at >= fresh_after)
+    if provider_id is not None:
+        query = query.where(ProviderHealth.provider_id == provider_id)
+    return list(db.session.scalars(query))

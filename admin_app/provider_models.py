@@ -17,7 +17,7 @@ from admin_app.api import bp
 from admin_app.change_log import apply_changes, record_change
 from admin_app.errors import Conflict
 from admin_app.extensions import db
-from admin_app.inputs import load_body, load_query
+from admin_app.inputs import load_mapping, load_query, raw_json_object
 from admin_app.keys import check_provider_ids
 from admin_app.lookups import get_or_404
 from admin_app.price_list import list_price
@@ -89,7 +89,12 @@ def list_provider_models(provider_id: int) -> Response:
 @bp.post("/provider_models")
 def create_model() -> tuple[Response, int]:
     """Add a model to a provider."""
-    data = load_body(model_in)
+    return jsonify(model_out.dump(create_model_from(raw_json_object() or {}))), 201
+
+
+def create_model_from(body: dict[str, Any]) -> ProviderModel:
+    """Validate `body`, add the model (list prices filled in) and commit."""
+    data = load_mapping(model_in, body)
     check_provider_ids([data["provider_id"]], field="provider_id")
     _check_pair_free(data["provider_id"], data["model_name"])
     fill_list_prices(data)
@@ -98,7 +103,7 @@ def create_model() -> tuple[Response, int]:
     db.session.flush()
     record_change("create", RESOURCE, row.id, data)
     db.session.commit()
-    return jsonify(model_out.dump(row)), 201
+    return row
 
 
 @bp.get("/provider_models/<int:model_id>")
@@ -110,8 +115,14 @@ def get_model(model_id: int) -> Response:
 @bp.route("/provider_models/<int:model_id>", methods=["PUT", "PATCH"])
 def update_model(model_id: int) -> Response:
     """Change the given fields of a provider model."""
+    get_or_404(ProviderModel, model_id, "Provider model")  # a missing id is a 404 before a bad body is a 400
+    return jsonify(model_out.dump(update_model_from(model_id, raw_json_object() or {})))
+
+
+def update_model_from(model_id: int, body: dict[str, Any]) -> ProviderModel:
+    """Validate `body` as a partial model, apply it and commit."""
     row = get_or_404(ProviderModel, model_id, "Provider model")
-    data = load_body(model_in, partial=True)
+    data = load_mapping(model_in, body, partial=True)
     if "provider_id" in data:
         check_provider_ids([data["provider_id"]], field="provider_id")
     if "provider_id" in data or "model_name" in data:
@@ -122,16 +133,21 @@ def update_model(model_id: int) -> Response:
     if changed:
         record_change("update", RESOURCE, row.id, changed)
     db.session.commit()
-    return jsonify(model_out.dump(row))
+    return row
 
 
 @bp.delete("/provider_models/<int:model_id>")
 def delete_model(model_id: int) -> Response:
     """Delete a provider model."""
+    delete_model_row(model_id)
+    return jsonify({"id": model_id, "deleted": True})
+
+
+def delete_model_row(model_id: int) -> None:
+    """Delete a provider model and commit."""
     row = get_or_404(ProviderModel, model_id, "Provider model")
     db.session.delete(row)
     record_change(
         "delete", RESOURCE, model_id, {"provider_id": row.provider_id, "model_name": row.model_name}
     )
     db.session.commit()
-    return jsonify({"id": model_id, "deleted": True})

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 from flask import Response, jsonify, stream_with_context
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 
 from admin_app.api import bp
 from admin_app.errors import ValidationFailed
@@ -155,7 +155,8 @@ def _csv_cell(value: Any) -> Any:
     return value
 
 
-def _export_row(row: Any, key_names: dict[int, str]) -> dict[str, Any]:
+def export_record(row: Any, key_names: dict[int, str]) -> dict[str, Any]:
+    """One usage record as the export (and the console's table) shows it."""
     return {
         "id": row.id,
         "request_id": row.request_id,
@@ -200,15 +201,26 @@ def _jsonl_chunk(records: list[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(record) + b"\n" for record in records)
 
 
-def export_rows(window: Window, fmt: str, key_names: dict[int, str]) -> Iterator[bytes]:
+def record_conditions(window: Window, api: str | None = None, status: str | None = None) -> list[ColumnElement[bool]]:
+    """Conditions on usage_record for a window, a client API and ok/error (the export's and the console's)."""
+    u = UsageRecord
+    conditions = raw_conditions(u.__table__, window, window.start, window.end_before)
+    if api is not None:
+        conditions.append(u.api == api)
+    if status == "ok":
+        conditions.append(u.status_code < 400)
+    elif status == "error":
+        conditions.append(u.status_code >= 400)
+    return conditions
+
+
+def export_rows(window: Window, fmt: str, key_names: dict[int, str],
+                conditions: list[ColumnElement[bool]] | None = None) -> Iterator[bytes]:
     """The matching usage records in `fmt`, oldest first, one chunk per batch."""
     u = UsageRecord
     columns = [getattr(u, name) for name in EXPORT_COLUMNS if name != "key_name"]
-    query = (
-        select(*columns)
-        .where(*raw_conditions(u.__table__, window, window.start, window.end_before))
-        .order_by(u.created_at, u.id)
-    )
+    where = conditions if conditions is not None else record_conditions(window)
+    query = select(*columns).where(*where).order_by(u.created_at, u.id)
     encode = _csv_chunk if fmt == "csv" else _jsonl_chunk
     if fmt == "csv":
         yield (",".join(EXPORT_COLUMNS) + "\r\n").encode("utf-8")
@@ -216,18 +228,24 @@ def export_rows(window: Window, fmt: str, key_names: dict[int, str]) -> Iterator
     with db.engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=EXPORT_BATCH).execute(query)
         for batch in result.partitions():
-            yield encode([_export_row(row, key_names) for row in batch])
+            yield encode([export_record(row, key_names) for row in batch])
 
 
 @bp.get("/usage/export")
 def usage_export() -> Response:
     """Stream the usage records of a window as CSV or JSON Lines."""
-    args = load_query(export_query)
+    return export_response(load_query(export_query))
+
+
+def export_response(args: dict[str, Any]) -> Response:
+    """The streamed export for validated export query `args`."""
     window = window_from(args)
     fmt = args["format"]
+    conditions = record_conditions(window, args.get("api"), args.get("status"))
     key_names = {int(kid): name for kid, name in db.session.execute(select(ApiKey.id, ApiKey.name))}
     db.session.close()  # the stream uses its own connection
-    response = Response(stream_with_context(export_rows(window, fmt, key_names)), mimetype=_MEDIA_TYPES[fmt])
+    rows = export_rows(window, fmt, key_names, conditions)
+    response = Response(stream_with_context(rows), mimetype=_MEDIA_TYPES[fmt])
     response.headers["Content-Type"] = _MEDIA_TYPES[fmt]
     response.headers["Content-Disposition"] = f'attachment; filename="nexusai-usage.{fmt}"'
     response.headers["Cache-Control"] = "no-store"

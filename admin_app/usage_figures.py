@@ -551,8 +551,10 @@ def _group_conditions(t: FromClause, group: Group) -> list[ColumnElement[bool]]:
     return []
 
 
-def p95_query(session: Session, window: Window, group: Group) -> Select[Any] | None:
-    """The query reading `group`'s p95 latency, or None for an empty group."""
+def p95_query(
+    session: Session, window: Window, group: Group, percentile: int = P95_RANK
+) -> Select[Any] | None:
+    """The query reading `group`'s p95 (or other nearest-rank percentile) latency; None for an empty group."""
     n = group.sums.requests
     if n <= 0:
         return None
@@ -563,13 +565,13 @@ def p95_query(session: Session, window: Window, group: Group) -> Select[Any] | N
         .where(*raw_conditions(t, window, window.start, window.end_before), *_group_conditions(t, group))
         .order_by(t.c.latency_ms.desc())
         .limit(1)
-        .offset(nearest_rank_offset(n))
+        .offset(nearest_rank_offset(n, percentile))
     )
 
 
-def p95(session: Session, window: Window, group: Group) -> float | None:
-    """The nearest-rank p95 of `group`'s latencies in `window` (None without requests)."""
-    query = p95_query(session, window, group)
+def p95(session: Session, window: Window, group: Group, percentile: int = P95_RANK) -> float | None:
+    """The nearest-rank p95 (or `percentile`) of `group`'s latencies in `window` (None without requests)."""
+    query = p95_query(session, window, group, percentile)
     if query is None:
         return None
     value = session.execute(query).scalar()

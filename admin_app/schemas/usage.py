@@ -16,8 +16,10 @@ from admin_app.schemas.stats import (
     id_filter,
     model_filter,
 )
+from shared.provider_kinds import CLIENT_APIS
 
 PERIODS = ("day", "week", "month", "year")
+RECORD_STATUSES = ("ok", "error")
 EXPORT_FORMATS = ("csv", "jsonl")
 MAX_DAYS = 366
 
@@ -39,6 +41,20 @@ class ExportQuerySchema(StatsQuerySchema):
     """`GET /usage/export?format=csv|jsonl` plus the stats filters."""
 
     format = fields.String(validate=validate.OneOf(EXPORT_FORMATS), load_default="csv")
+    api = fields.String(
+        validate=validate.OneOf(CLIENT_APIS), load_default=None,
+        metadata={"description": "Only records of this client API."},
+    )
+    status = fields.String(
+        validate=validate.OneOf(RECORD_STATUSES), load_default=None,
+        metadata={"description": "ok: answered below 400; error: 400 and above."},
+    )
+
+
+class RecordsQuerySchema(ExportQuerySchema):
+    """The console's usage table: the export's filters plus a page."""
+
+    page = fields.Integer(validate=validate.Range(min=1, max=100_000), load_default=1)
 
 
 class KeyUsageQuerySchema(RangeQuerySchema):
