@@ -12,8 +12,9 @@ of 2,000), then upgraded to head so migration 0002 builds the hourly rollup and
 the latency indexes from those rows (its backfill time is printed too). The
 real admin app (`admin_app.create_app`) then answers each report through
 Flask's test client: one warm-up, then --repeat timed runs (median and max,
-wall clock of the whole request: validation, SQL, JSON). The export is timed
-to its first chunk and to its end.
+wall clock of the whole request: validation, SQL, JSON or the rendered page).
+The export is timed to its first chunk and to its end. API reports are held to
+200 ms, the console's pages (dashboard, key, usage records, audit, health) to 300 ms.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ PROVIDERS = ("openai", "anthropic", "google", "deepseek")
 BIG_CONVERSATION = "conv-big"
 BIG_CONVERSATION_ROWS = 2000
 LIMIT_MS = 200.0
+CONSOLE_LIMIT_MS = 300.0  # the console's pages (issue: dashboards under 300 ms on 1M rows)
 INSERT_SQL = (
     "INSERT INTO usage_record (request_id, key_id, provider_id, provider_name, model, upstream_model, "
     "conversation_id, transport, stream, prompt_tokens, completion_tokens, total_tokens, token_source, "
@@ -169,7 +171,8 @@ def run_reports(db_path: Path, now: datetime, keys: int, repeat: int, progress: 
     """Time every report against the database at `db_path`."""
     from admin_app import create_app
 
-    app = create_app(Settings(database_url=f"sqlite:///{db_path}"))
+    # No ADMIN_TOKEN: the console asks no sign-in; its session secret goes beside the database.
+    app = create_app(Settings(database_url=f"sqlite:///{db_path}", data_dir=db_path.parent))
     client = app.test_client()
     today = now.date()
     month_ago = (today - timedelta(days=30)).isoformat()
@@ -193,6 +196,16 @@ def run_reports(db_path: Path, now: datetime, keys: int, repeat: int, progress: 
         ("usage?period=year", "/usage?period=year"),
         ("usage, 90 days, key 2, model", f"/usage?start_date={(today - timedelta(days=89)).isoformat()}"
                                           "&key_id=2&model=claude-sonnet-4"),
+        ("console: dashboard, 7 days", "/"),
+        ("console: dashboard, 30 days", "/?days=30"),
+        ("console: dashboard, 90 days", "/?days=90"),
+        ("console: key 1 (30 days, quota)", "/console/keys/1"),
+        ("console: usage records, newest", "/console/usage"),
+        ("console: usage records, gpt-4o errors", "/console/usage?model=gpt-4o&status=error"),
+        ("console: usage records, key 2, page 20", "/console/usage?key_id=2&page=20"),
+        ("console: usage records, 30 days, api", f"/console/usage?start_date={month_ago}&api=chat"),
+        ("console: audit log", "/console/audit"),
+        ("console: health", "/console/health"),
     ]
     out = []
     for name, path in reports:
@@ -243,6 +256,11 @@ def measure_write_cost(db_path: Path, now: datetime, keys: int, rows: int = 20_0
         conn.execute("ROLLBACK")
     conn.close()
     return out
+
+
+def limit_ms(name: str) -> float:
+    """The target a timing is held to: the API's reports, or the console's pages."""
+    return CONSOLE_LIMIT_MS if name.startswith("console:") else LIMIT_MS
 
 
 def markdown(timings: list[Timing], meta: dict[str, Any]) -> str:
@@ -311,13 +329,14 @@ def main(argv: list[str] | None = None) -> int:
                 tmp._finalizer.detach()  # type: ignore[attr-defined]
             else:
                 tmp.cleanup()
-    slow = [t.name for t in timings if not t.note and t.median_ms >= LIMIT_MS]
+    slow = [t.name for t in timings if not t.note and t.median_ms >= limit_ms(t.name)]
     if args.markdown:
         print(markdown(timings, meta))
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "timings": [asdict(t) for t in timings]}, indent=2))
     if slow:
-        print(f"over {LIMIT_MS:.0f} ms: {', '.join(slow)}", file=sys.stderr)
+        print(f"over their limit ({LIMIT_MS:.0f} ms, console {CONSOLE_LIMIT_MS:.0f} ms): {', '.join(slow)}",
+              file=sys.stderr)
     return 1 if slow else 0
 
 

@@ -20,6 +20,7 @@ access_log = logging.getLogger("nexusai.proxy.access")
 # WebSocket authenticates itself after the upgrade (header, query or first message), so that
 # browsers are told why a key was refused.
 PUBLIC_PATHS = frozenset({"/health", "/health/ready", "/", "/metrics"})
+OPERATOR_PREFIX = "/admin/"  # the operator's endpoints check ADMIN_TOKEN themselves, as /metrics does
 LATE_AUTH_PATHS = frozenset({"/ws/chat"})
 
 _HTTP_CODES = {
@@ -67,7 +68,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Resolve the client key against the in-memory snapshot before any handler runs."""
     path = request.path
-    if path in PUBLIC_PATHS or path in LATE_AUTH_PATHS:
+    if path in PUBLIC_PATHS or path in LATE_AUTH_PATHS or path.startswith(OPERATOR_PREFIX):
         return await handler(request)
     raw = extract_key(request.headers, request.query)
     request[CLIENT_KEY] = authenticate(request.app[STATE].config.snapshot, raw)

@@ -11,6 +11,7 @@ from proxy_app.fronts.health import health, root
 from proxy_app.fronts.messages import count_tokens, messages
 from proxy_app.fronts.models import list_models, retrieve_model
 from proxy_app.fronts.operations import metrics, ready
+from proxy_app.fronts.provider_test import provider_test
 from proxy_app.fronts.responses import responses
 from proxy_app.fronts.ws_chat import ws_chat
 
@@ -20,6 +21,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/health/ready", ready)
     app.router.add_get("/metrics", metrics)  # the operator's, not a client key's
+    app.router.add_post("/admin/providers/{provider_id}/test", provider_test)  # the operator's too
     app.router.add_get("/", root)  # and HEAD: Claude Code probes the base URL
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)

@@ -173,6 +173,8 @@ class Settings:
     secret_key_fallbacks: tuple[str, ...] = field(default=(), repr=False)
     # A console session ends after this long without a page view (signed cookie, sliding).
     console_session_s: float = 8 * 3600.0
+    # Where the console sends a provider test (a proxy's base URL); None: this machine's proxy port.
+    console_proxy_url: str | None = None
 
     @classmethod
     def from_env(
@@ -245,6 +247,7 @@ class Settings:
             redis_key_prefix=get("REDIS_KEY_PREFIX", "nexusai:"),
             redis_timeout_s=_float("REDIS_TIMEOUT_S", get("REDIS_TIMEOUT_S", "0.25")),
             redis_lease_s=_float("REDIS_LEASE_S", get("REDIS_LEASE_S", "30")),
+            console_proxy_url=(env.get("CONSOLE_PROXY_URL") or "").strip().rstrip("/") or None,
             console_session_s=_float("CONSOLE_SESSION_S", get("CONSOLE_SESSION_S", str(8 * 3600))),
             secret_key=(env.get("SECRET_KEY") or "").strip() or None,
             secret_key_fallbacks=tuple(
@@ -261,6 +264,14 @@ class Settings:
         from shared.secret_box import SecretBox  # cryptography only where secrets are handled
 
         return SecretBox(self.secret_key, self.secret_key_fallbacks)
+
+    @property
+    def proxy_url_for_admin(self) -> str:
+        """The proxy the admin talks to (provider tests): CONSOLE_PROXY_URL, else the local proxy port."""
+        if self.console_proxy_url:
+            return self.console_proxy_url
+        host = self.proxy_host if self.proxy_host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        return f"http://{'[' + host + ']' if ':' in host else host}:{self.proxy_port}"
 
     @property
     def journal_dir(self) -> Path:

@@ -7,15 +7,19 @@ API's field errors next to its fields and what was typed, secrets excepted.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlencode
+from urllib.request import Request, urlopen
 
 from flask import Response, make_response, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response as BaseResponse
 
-from admin_app.console import bp
+from admin_app.console import bp, settings
 from admin_app.console.forms import decimal_text, form_body
 from admin_app.console.pages import count, daily_charts, money
 from admin_app.errors import ApiError
@@ -319,3 +323,46 @@ def key_delete(key_id: int) -> str | BaseResponse:
                            consequences=["clients using it are refused from the next config reload (within 2 s)",
                                          "its usage records stay, under its id"],
                            back=url_for("console.key", key_id=key_id))
+
+
+# --- provider test ------------------------------------------------------------------------------
+
+TEST_TIMEOUT_CAP_S = 120.0
+
+
+@bp.post("/console/providers/<int:provider_id>/test")
+def provider_test(provider_id: int) -> str:
+    """Ask the proxy to send the provider one tiny request; show what came back."""
+    row = get_or_404(Provider, provider_id, "Provider")
+    result = ask_proxy_to_test(row, request.form.get("model") or None)
+    models = list(db.session.scalars(
+        select(ProviderModel).where(ProviderModel.provider_id == provider_id).order_by(ProviderModel.model_name)
+    ))
+    return render_template(
+        "console/provider_form.html", values=_provider_values(row), errors={}, problem=None, test=result,
+        **_provider_form(provider=row, models=models, decimal_text=decimal_text, saved=None, model_values={},
+                         model_errors={}),
+    )
+
+
+def ask_proxy_to_test(provider: Provider, model: str | None) -> dict[str, Any]:
+    """The proxy's answer to `POST /admin/providers/{id}/test` (the proxy holds the decrypted key)."""
+    s = settings()
+    query = f"?{urlencode({'model': model})}" if model else ""
+    url = f"{s.proxy_url_for_admin}/admin/providers/{provider.id}/test{query}"
+    headers = {"Authorization": f"Bearer {s.admin_token}"} if s.admin_token else {}
+    timeout = min(TEST_TIMEOUT_CAP_S, (provider.timeout_s or 60.0) + (provider.connect_timeout_s or 5.0) + 5.0)
+    try:
+        with urlopen(Request(url, data=b"", method="POST", headers=headers), timeout=timeout) as answer:
+            return dict(json.loads(answer.read()))
+    except HTTPError as exc:
+        try:
+            body = json.loads(exc.read())
+        except ValueError:
+            body = {}
+        message = body.get("error") if isinstance(body.get("error"), str) else (body.get("error") or {}).get("message")
+        return {"ok": False, "status": exc.code, "error": message or f"the proxy answered {exc.code}"}
+    except (URLError, TimeoutError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return {"ok": False, "status": None,
+                "error": f"the proxy at {s.proxy_url_for_admin} could not be reached ({reason}); is it running?"}

@@ -33,7 +33,7 @@ class UsageRowSink:
         meter = ex.meter
         self._journal.submit({
             "request_id": ex.request_id,
-            "key_id": ex.key.id,
+            "key_id": ex.key.id or None,  # 0: the gateway's own request (a provider test), no client key
             "provider_id": route.provider.id,
             "provider_name": route.provider.name,
             "model": route.model_name,
@@ -92,7 +92,7 @@ class ArchiveSink:
             "conversation_id": ex.conversation_id,
             "transport": ex.transport,
             "api": ex.api.name,
-            "key_id": ex.key.id,
+            "key_id": ex.key.id or None,
             "model": ex.model,
             "upstream_model": route.upstream_name,
             "provider": route.provider.name,

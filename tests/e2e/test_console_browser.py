@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,14 @@ def test_an_operator_runs_the_gateway_from_the_console(
         assert page.get_by_text("Provider model added.").is_visible()
         assert page.get_by_role("link", name="gpt-4o-mini").is_visible()
 
+        # Test it: one tiny request, sent by the proxy (which holds the decrypted key).
+        def tested() -> bool:
+            page.get_by_role("button", name="Test").click()
+            return "Test passed" in page.locator("#test-result").inner_text()
+        assert _until(tested), page.locator("#test-result").inner_text()
+        assert "HTTP 200" in page.locator("#test-result").inner_text()
+        assert upstream.chat_requests()[-1].headers["Authorization"] == f"Bearer {SERVER_KEY}"
+
         # A key, read once from the page that creates it (and copied with its button).
         page.get_by_role("link", name="Keys").click()
         page.get_by_role("link", name="New key").click()
@@ -115,10 +124,16 @@ def test_an_operator_runs_the_gateway_from_the_console(
         assert _served_within(nx, key, 200)
         assert upstream.chat_requests()[-1].headers["Authorization"] == f"Bearer {SERVER_KEY}"
         page.get_by_role("link", name="Dashboard").click()
-        assert _until(lambda: page.locator("[data-figure=requests]").inner_text() == "1", page=page)
-        tokens = int(page.locator("[data-figure=tokens]").inner_text().replace(",", ""))
-        assert tokens > 0 and page.locator("[data-figure=cost]").inner_text().startswith("$0.0000")
+        assert _until(lambda: page.locator("[data-figure=requests]").inner_text() == "2", page=page)
+        totals = nx.admin("GET", "/stats/total").json()  # the JSON API's figures, from the same report code
+        assert totals["requests"] == 2 and totals["total_tokens"] > 0
+        assert page.locator("[data-figure=tokens]").inner_text() == f"{totals['total_tokens']:,}"
+        cost = Decimal(totals["cost_usd_exact"])
+        assert cost > 0
+        assert page.locator("[data-figure=cost]").inner_text() == "$" + format(
+            cost.quantize(Decimal("0.000001")).normalize(), "f")
         assert page.get_by_role("cell", name="team-a").is_visible()
+        assert page.get_by_role("cell", name="(provider tests)").is_visible()
         page.get_by_role("link", name="Usage").click()
         row = page.locator("table.records tbody tr").first
         assert "gpt-4o-mini" in row.inner_text() and "200" in row.inner_text() and "team-a" in row.inner_text()
