@@ -90,6 +90,7 @@ def _template_globals() -> dict[str, Any]:
     return {
         "csrf_token": console_session.csrf_token,
         "sign_in_required": console_session.sign_in_required(s),
+        "secrets_sealed": bool(s.secret_key),
         "nav": NAV,
     }
 

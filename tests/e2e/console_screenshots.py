@@ -76,6 +76,15 @@ def _configure(nx: NexusProcess, upstream: FakeUpstream) -> list[str]:
 
 
 def _traffic(nx: NexusProcess, keys: list[str]) -> None:
+    deadline = time.monotonic() + 10
+    while True:  # the proxy loads new keys within its config poll interval
+        try:
+            openai.OpenAI(base_url=nx.proxy_url + "/v1", api_key=keys[-1], max_retries=0).models.list()
+            break
+        except openai.AuthenticationError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     for i in range(24):
         client = openai.OpenAI(base_url=nx.proxy_url + "/v1", api_key=keys[i % 3], max_retries=0, timeout=10)
         model = ("gpt-4o-mini", "gpt-4o", "gpt-4o-mini")[i % 3]
@@ -125,7 +134,10 @@ def capture(out: Path) -> list[Path]:
                 keys = _configure(nx, upstream)
                 _traffic(nx, keys)
                 _history(url)
-                time.sleep(1.5)  # the usage rows of the live traffic, and a health report
+                # The live traffic's usage rows, and a health report from the proxy (every 5 s).
+                deadline = time.monotonic() + 12
+                while time.monotonic() < deadline and not nx.admin("GET", "/providers/1/health").json()["instances"]:
+                    time.sleep(0.5)
                 for size_name, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
                     context = browser.new_context(viewport=viewport, device_scale_factor=1,
                                                   is_mobile=size_name == "phone")

@@ -120,13 +120,14 @@ def test_sign_in_itself_needs_the_csrf_token(console: tuple[Browser, AdminClient
 
 
 def test_a_session_expires_after_the_idle_time(start_admin: Callable[..., AdminClient], settings: Settings) -> None:
-    admin = start_admin(settings.with_overrides(admin_token=ADMIN_TOKEN, console_session_s=1.0), token=ADMIN_TOKEN)
+    # The cookie's timestamp has one-second resolution: a 3 s session, viewed every 1.5 s, then left.
+    admin = start_admin(settings.with_overrides(admin_token=ADMIN_TOKEN, console_session_s=3.0), token=ADMIN_TOKEN)
     browser = Browser(admin)
     assert browser.sign_in().status_code == 302
-    assert browser.get("/console/keys").status_code == 200
-    time.sleep(0.6)
-    assert browser.get("/console/keys").status_code == 200  # each page view renews it
-    time.sleep(1.3)
+    for _ in range(3):  # 4.5 s in all, longer than the session: each page view renews it
+        time.sleep(1.5)
+        assert browser.get("/console/keys").status_code == 200
+    time.sleep(4.5)
     expired = browser.get("/console/keys")
     assert expired.status_code == 302 and expired.headers["Location"].startswith("/console/sign-in")
 
@@ -202,3 +203,27 @@ def test_a_key_made_in_the_console_is_shown_once_and_rotation_replaces_it(consol
     new_value = re.search(r'id="issued-key" type="text" value="([^"]+)"', rotated.text).group(1)  # type: ignore[union-attr]
     assert new_value != value and admin.ok("GET", f"/keys/{row['id']}")["key_hint"] == "…" + new_value[-4:]
     assert [e["action"] for e in admin.ok("GET", "/audit?resource=key")][:2] == ["rotate", "create"]
+
+
+def test_the_provider_form_registers_gemini_and_azure_with_their_api_version(
+    console: tuple[Browser, AdminClient]
+) -> None:
+    browser, admin = console
+    browser.sign_in()
+    form = browser.get("/console/providers/new").text
+    for kind in ("openai", "anthropic", "gemini", "azure"):
+        assert f'<option value="{kind}"' in form
+    refused = browser.post("/console/providers/new", {"name": "azure-east", "kind": "azure", "enabled": "true",
+                                                      "server_url": "https://east.openai.azure.com",
+                                                      "api_version": "2024-10-21; drop"})
+    assert refused.status_code == 400 and 'id="api_version-error"' in refused.text
+    for name, kind, url, version in (("azure-east", "azure", "https://east.openai.azure.com", "2024-10-21"),
+                                     ("gemini", "gemini", "https://generativelanguage.googleapis.com", "")):
+        made = browser.post("/console/providers/new", {"name": name, "kind": kind, "server_url": url,
+                                                       "server_key": "k-" + name + "-secret", "api_version": version,
+                                                       "apis__present": "1", "enabled": "true"})
+        assert made.status_code == 302, made.text
+    by_name = {p["name"]: p for p in admin.ok("GET", "/providers")}
+    assert by_name["azure-east"]["kind"] == "azure" and by_name["azure-east"]["api_version"] == "2024-10-21"
+    assert by_name["gemini"]["kind"] == "gemini" and by_name["gemini"]["api_version"] is None
+    assert by_name["gemini"]["apis"] == []  # everything reaches Gemini translated
