@@ -206,7 +206,7 @@ def record_conditions(window: Window, api: str | None = None, status: str | None
     u = UsageRecord
     conditions = raw_conditions(u.__table__, window, window.start, window.end_before)
     if api is not None:
-        conditions.append(u.api == api)
+        conditions.append(u.api == api)  # (api, created_at) walks the newest first (migration 0013)
     if status == "ok":
         conditions.append(u.status_code < 400)
     elif status == "error":

@@ -153,6 +153,7 @@ class UsageRecord(Base):
         Index("ix_usage_record_key_created", "key_id", "created_at"),
         Index("ix_usage_record_provider_created", "provider_id", "created_at"),
         Index("ix_usage_record_model_created", "model", "created_at"),
+        Index("ix_usage_record_api_created", "api", "created_at"),  # the console's records by API, newest first
         # Latency-ordered covering indexes: a p95 is found by walking one of them from the top
         # (see admin_app/usage_figures.py); the trailing columns let filters run inside the index.
         Index(

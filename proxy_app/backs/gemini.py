@@ -268,11 +268,16 @@ class ChatFromGeminiStream:
 
     def feed(self, data: bytes) -> list[Piece]:
         """The chat chunks of one read."""
-        return [p for raw in self._splitter.feed(data) for p in self._pieces(raw)]
+        out: list[Piece] = []
+        for raw in self._splitter.feed(data):
+            self._pieces(raw, out)
+        return out
 
     def close(self) -> list[Piece]:
         """An unterminated last event, then the end: Gemini's stream has no closing event of its own."""
-        pieces = [p for raw in self._splitter.close() for p in self._pieces(raw)]
+        pieces: list[Piece] = []
+        for raw in self._splitter.close():
+            self._pieces(raw, pieces)
         if self._finished:
             pieces.append(Piece(None, _DONE, True))
         return pieces
@@ -291,30 +296,38 @@ class ChatFromGeminiStream:
                       + b',"choices":[{"index":0,"delta":')
         return self._chunk({"role": "assistant", "content": ""})
 
-    def _pieces(self, raw: bytes) -> list[Piece]:
+    def _pieces(self, raw: bytes, pieces: list[Piece]) -> None:
+        """Append the chat chunks of one event to `pieces` (the hot path of a translated stream)."""
         obj = parse_event(raw)
-        if not isinstance(obj, dict):
-            return []
-        if isinstance(obj.get("error"), dict):
-            return [Piece(obj, raw)]  # a fault: the runner ends the exchange with it
+        if type(obj) is not dict:
+            return
+        if "error" in obj and isinstance(obj["error"], dict):
+            pieces.append(Piece(obj, raw))  # a fault: the runner ends the exchange with it
+            return
         metadata = obj.get("usageMetadata")
-        if isinstance(metadata, dict):
+        if metadata is not None and type(metadata) is dict:
             self._metadata = metadata  # each event repeats the running totals: the last one counts
-        pieces = [] if self._head else [self._start(obj)]
+        if not self._head:
+            pieces.append(self._start(obj))
         candidates = obj.get("candidates")
         finish: str | None = None
-        if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
+        if type(candidates) is list and candidates and type(candidates[0]) is dict:
             candidate = candidates[0]  # a stream carries one candidate (candidateCount 1)
-            for part in _parts(candidate):
-                text = part.get("text")
-                if isinstance(text, str):
-                    if text:
-                        pieces.append(self._chunk({"reasoning_content": text} if part.get("thought")
-                                                  else {"content": text}))
-                elif "functionCall" in part:
-                    call = _call(part, self._calls)
-                    pieces.append(self._chunk({"tool_calls": [{"index": self._calls, **call}]}))
-                    self._calls += 1
+            content = candidate.get("content")
+            parts = content.get("parts") if type(content) is dict else None
+            if type(parts) is list:
+                for part in parts:
+                    if type(part) is not dict:
+                        continue
+                    text = part.get("text")
+                    if text is not None and type(text) is str:
+                        if text:
+                            pieces.append(self._chunk({"reasoning_content": text} if part.get("thought")
+                                                      else {"content": text}))
+                    elif "functionCall" in part:
+                        call = _call(part, self._calls)
+                        pieces.append(self._chunk({"tool_calls": [{"index": self._calls, **call}]}))
+                        self._calls += 1
             if "finishReason" in candidate:
                 finish = _finish(candidate, self._calls > 0)
         elif _dict(obj.get("promptFeedback")).get("blockReason"):
@@ -323,7 +336,6 @@ class ChatFromGeminiStream:
         if finish is not None and not self._finished:
             self._finished = True
             pieces.append(self._finish_piece(finish))
-        return pieces
 
     def _finish_piece(self, finish: str) -> Piece:
         """The finish chunk, and the usage chunk with it in one write."""
