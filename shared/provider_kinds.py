@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 # The client APIs a provider can serve (the usage row's `api` adds `ws` for /ws/chat).
 CLIENT_APIS = ("chat", "responses", "embeddings", "completions", "messages")
+USAGE_APIS = (*CLIENT_APIS, "ws")  # what a usage row's `api` may hold
 # The APIs each kind serves natively when a provider does not say (SPEC: data model).
 DEFAULT_APIS: dict[str, tuple[str, ...]] = {
     "openai": ("chat", "responses", "embeddings", "completions"),

@@ -26,6 +26,7 @@ from shared.settings import Settings
 
 COOKIE_NAME = "nexusai_console"
 SECRET_FILE = "console-session.key"
+SECRET_BYTES = 32
 CSRF_FIELD = "csrf_token"
 ACTOR_CONSOLE = "console"
 
@@ -53,19 +54,27 @@ def installation_secret(data_dir: Path) -> bytes:
     """The random secret behind session signing, made once (0600) and shared by every admin worker."""
     private_dir(data_dir)
     path = data_dir / SECRET_FILE
-    try:
-        fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    except FileExistsError:
+    if path.exists():
         secret = path.read_bytes()
-        if len(secret) >= 32:
+        if len(secret) >= SECRET_BYTES:
             return secret
-        fd = open_private(path, os.O_WRONLY | os.O_TRUNC)  # a torn or emptied file: start again
-    secret = secrets.token_bytes(32)
+        path.unlink()  # not ours, or cut short by a crash: start again
+    # Written whole under another name, then linked into place: a worker racing this one either
+    # links first (and this one reads its secret) or finds the complete file, never a partial one.
+    staging = data_dir / f".{SECRET_FILE}.{os.getpid()}"
+    fd = open_private(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
-        os.write(fd, secret)
+        os.write(fd, secrets.token_bytes(SECRET_BYTES))
+        os.fsync(fd)
     finally:
         os.close(fd)
-    return secret
+    try:
+        os.link(staging, path)
+    except FileExistsError:
+        pass
+    finally:
+        staging.unlink()
+    return path.read_bytes()
 
 
 def init_sessions(app: Flask, settings: Settings) -> None:

@@ -16,7 +16,7 @@ from admin_app.schemas.stats import (
     id_filter,
     model_filter,
 )
-from shared.provider_kinds import CLIENT_APIS
+from shared.provider_kinds import USAGE_APIS
 
 PERIODS = ("day", "week", "month", "year")
 RECORD_STATUSES = ("ok", "error")
@@ -42,8 +42,8 @@ class ExportQuerySchema(StatsQuerySchema):
 
     format = fields.String(validate=validate.OneOf(EXPORT_FORMATS), load_default="csv")
     api = fields.String(
-        validate=validate.OneOf(CLIENT_APIS), load_default=None,
-        metadata={"description": "Only records of this client API."},
+        validate=validate.OneOf(USAGE_APIS), load_default=None,
+        metadata={"description": "Only records of this client API (ws: the WebSocket chat)."},
     )
     status = fields.String(
         validate=validate.OneOf(RECORD_STATUSES), load_default=None,

@@ -445,6 +445,17 @@ def test_export_streams_every_matching_row_exactly(history: History) -> None:
     assert {r["stream"] for r in table} == {"true", "false"}
 
 
+def test_export_filters_by_client_api_and_status(history: History) -> None:
+    for api in APIS:
+        for status, keep in (("ok", lambda r: r["status_code"] < 400), ("error", lambda r: r["status_code"] >= 400)):
+            expected = sorted((r for r in history.rows if r["api"] == api and keep(r)), key=lambda r: r["created_at"])
+            body = history.admin.get(f"/usage/export?format=jsonl&api={api}&status={status}").text
+            records = [json.loads(line) for line in body.splitlines() if line]
+            assert [r["request_id"] for r in records] == [r["request_id"] for r in expected], (api, status)
+    assert_error(history.admin.get("/usage/export?status=maybe"), 400)
+    assert_error(history.admin.get("/usage/export?api=fax"), 400)
+
+
 def test_export_defuses_spreadsheet_formulas(admin: AdminClient, settings: Settings) -> None:
     row = generate(datetime.now(timezone.utc), [1], [1, 2], seed=9)[0]
     row.update(key_id=None, provider_id=None, provider_name=None, conversation_id="=HYPERLINK(\"http://x\")")

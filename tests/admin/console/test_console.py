@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+import stat
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import requests
 
 from admin_app import create_app, db
+from admin_app.console.session import installation_secret
 from shared.settings import Settings
 from tests.admin.conftest import ADMIN_TOKEN, AdminClient, Dump
 
@@ -227,3 +230,14 @@ def test_the_provider_form_registers_gemini_and_azure_with_their_api_version(
     assert by_name["azure-east"]["kind"] == "azure" and by_name["azure-east"]["api_version"] == "2024-10-21"
     assert by_name["gemini"]["kind"] == "gemini" and by_name["gemini"]["api_version"] is None
     assert by_name["gemini"]["apis"] == []  # everything reaches Gemini translated
+
+
+def test_the_session_secret_is_made_once_private_and_shared(tmp_path: Path) -> None:
+    first = installation_secret(tmp_path / "data")
+    assert len(first) == 32 and installation_secret(tmp_path / "data") == first
+    path = tmp_path / "data" / "console-session.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    path.write_bytes(b"short")
+    again = installation_secret(tmp_path / "data")
+    assert len(again) == 32 and again != first
+    assert [p.name for p in path.parent.iterdir()] == ["console-session.key"]  # no staging file left
