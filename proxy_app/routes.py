@@ -11,7 +11,7 @@ from proxy_app.fronts.health import health, root
 from proxy_app.fronts.messages import count_tokens, messages
 from proxy_app.fronts.models import list_models, retrieve_model
 from proxy_app.fronts.operations import metrics, ready
-from proxy_app.fronts.provider_test import provider_test
+from proxy_app.fronts.provider_check import provider_test
 from proxy_app.fronts.responses import responses
 from proxy_app.fronts.ws_chat import ws_chat
 
