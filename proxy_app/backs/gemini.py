@@ -40,6 +40,7 @@ FINISH_REASONS = {
     "IMAGE_SAFETY": "content_filter", "LANGUAGE": "content_filter",
 }
 _DONE = b"data: [DONE]\n\n"
+_CHUNK_TAIL = b',"finish_reason":null}]}\n\n'  # a chunk's bytes after its delta
 
 
 def api_base(provider: ProviderCfg) -> str:
@@ -283,10 +284,11 @@ class ChatFromGeminiStream:
         return pieces
 
     def _chunk(self, delta: dict[str, Any]) -> Piece:
-        # Every chunk of a stream shares id, created and model: their bytes are made once.
-        obj = {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model,
-               "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
-        return Piece(obj, self._head + orjson.dumps(delta) + b',"finish_reason":null}]}\n\n')
+        # Every chunk of a stream shares id, created and model: their bytes are made once. The object
+        # is what the meter and the translating fronts read (only `choices`); id and model ride on
+        # the first chunk and the finish chunk.
+        return Piece({"choices": [{"index": 0, "delta": delta}]},
+                     self._head + orjson.dumps(delta) + _CHUNK_TAIL)
 
     def _start(self, obj: dict[str, Any]) -> Piece:
         self._id = str(obj.get("responseId") or self._id)
@@ -294,7 +296,10 @@ class ChatFromGeminiStream:
         self._head = (b'data: {"id":' + orjson.dumps(self._id) + b',"object":"chat.completion.chunk","created":'
                       + str(self._created).encode() + b',"model":' + orjson.dumps(self._model)
                       + b',"choices":[{"index":0,"delta":')
-        return self._chunk({"role": "assistant", "content": ""})
+        delta = {"role": "assistant", "content": ""}
+        return Piece({"id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                      "model": self._model, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+                     self._head + orjson.dumps(delta) + _CHUNK_TAIL)
 
     def _pieces(self, raw: bytes, pieces: list[Piece]) -> None:
         """Append the chat chunks of one event to `pieces` (the hot path of a translated stream)."""
@@ -304,35 +309,46 @@ class ChatFromGeminiStream:
         if "error" in obj and isinstance(obj["error"], dict):
             pieces.append(Piece(obj, raw))  # a fault: the runner ends the exchange with it
             return
-        metadata = obj.get("usageMetadata")
-        if metadata is not None and type(metadata) is dict:
-            self._metadata = metadata  # each event repeats the running totals: the last one counts
+        if "usageMetadata" in obj:
+            metadata = obj["usageMetadata"]
+            if type(metadata) is dict:
+                self._metadata = metadata  # each event repeats the running totals: the last one counts
         if not self._head:
             pieces.append(self._start(obj))
+        try:  # the usual event's shape, read by subscripts: cheaper than a get and a type check a level
+            candidate = obj["candidates"][0]  # a stream carries one candidate (candidateCount 1)
+            parts = candidate["content"]["parts"]
+        except (KeyError, IndexError, TypeError):
+            self._unusual(obj, pieces)
+            return
+        if type(parts) is list:
+            for part in parts:
+                if type(part) is not dict:
+                    continue
+                text = part.get("text")
+                if type(text) is str:
+                    if text:  # the chunk made here, not by _chunk: one call fewer per event
+                        delta = {"reasoning_content": text} if part.get("thought") else {"content": text}
+                        pieces.append(Piece({"choices": [{"index": 0, "delta": delta}]},
+                                            self._head + orjson.dumps(delta) + _CHUNK_TAIL))
+                elif "functionCall" in part:
+                    call = _call(part, self._calls)
+                    pieces.append(self._chunk({"tool_calls": [{"index": self._calls, **call}]}))
+                    self._calls += 1
+        if "finishReason" in candidate:
+            self._end(_finish(candidate, self._calls > 0), pieces)
+
+    def _unusual(self, obj: dict[str, Any], pieces: list[Piece]) -> None:
+        """An event without content parts: a bare finish, a blocked prompt, or nothing we can use."""
         candidates = obj.get("candidates")
-        finish: str | None = None
         if type(candidates) is list and candidates and type(candidates[0]) is dict:
-            candidate = candidates[0]  # a stream carries one candidate (candidateCount 1)
-            content = candidate.get("content")
-            parts = content.get("parts") if type(content) is dict else None
-            if type(parts) is list:
-                for part in parts:
-                    if type(part) is not dict:
-                        continue
-                    text = part.get("text")
-                    if text is not None and type(text) is str:
-                        if text:
-                            pieces.append(self._chunk({"reasoning_content": text} if part.get("thought")
-                                                      else {"content": text}))
-                    elif "functionCall" in part:
-                        call = _call(part, self._calls)
-                        pieces.append(self._chunk({"tool_calls": [{"index": self._calls, **call}]}))
-                        self._calls += 1
-            if "finishReason" in candidate:
-                finish = _finish(candidate, self._calls > 0)
+            if "finishReason" in candidates[0]:
+                self._end(_finish(candidates[0], self._calls > 0), pieces)
         elif _dict(obj.get("promptFeedback")).get("blockReason"):
             pieces.append(self._chunk({"refusal": _blocked(obj)}))
-            finish = "content_filter"
+            self._end("content_filter", pieces)
+
+    def _end(self, finish: str | None, pieces: list[Piece]) -> None:
         if finish is not None and not self._finished:
             self._finished = True
             pieces.append(self._finish_piece(finish))
